@@ -1,0 +1,117 @@
+"""The fit file: one ``.npz`` per photo, the contract between fitting and everything after it.
+
+Load one with :func:`load_fit`; every array is in the photo's pixel frame (see the
+conventions in ``face3d/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class FitFileError(ValueError):
+    """A fit file that is missing, unreadable or lacks required fields."""
+
+
+@dataclasses.dataclass
+class Fit:
+    """One fitted face.
+
+    vertices:    (468, 3) mesh vertices, x/y in image pixels, z depth in pixels (away > 0).
+    iris:        (10, 3) iris points (MediaPipe refine_landmarks), same frame.
+    landmarks68: (68, 2) iBUG 68 landmarks, image pixels.
+    landmarks5:  (5, 2) eye centres, nose tip, mouth corners (image-left first).
+    rotation, scale, translation: the pose, ``vertices ~= scale * canonical @ rotation.T +
+                 translation`` where ``canonical`` is ``load_topology()['canonical']``.
+    yaw, pitch, roll: the pose in degrees (signs documented in ``face3d.pose``).
+    image_size:  (height, width) of the photo the fit belongs to.
+    num_faces:   faces found in the photo; this fit is the largest one.
+    residual:    RMS distance (pixels) between the vertices and the posed canonical mesh,
+                 relative to ``scale``: large values flag implausible meshes.
+    """
+
+    vertices: np.ndarray
+    iris: np.ndarray
+    landmarks68: np.ndarray
+    landmarks5: np.ndarray
+    rotation: np.ndarray
+    scale: float
+    translation: np.ndarray
+    yaw: float
+    pitch: float
+    roll: float
+    image_size: tuple[int, int]
+    num_faces: int = 1
+    residual: float = 0.0
+    fitter: str = "mediapipe-facemesh"
+    fitter_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = np.asarray(v, dtype=np.float32) if isinstance(v, float) else np.asarray(v)
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (temp file + rename) so an interrupted run never leaves a
+        half-written fit that a resumed run would then skip."""
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(path) or ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.to_arrays())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+_FLOATS = ("scale", "yaw", "pitch", "roll", "residual")
+_INTS = ("num_faces", "format_version")
+_STRS = ("fitter", "fitter_version")
+
+
+def load_fit(path: str | os.PathLike) -> Fit:
+    """Load a fit file written by ``3ddfa/inference.py`` (raises ``FitFileError``)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FitFileError(f"fit file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise FitFileError(f"unreadable fit file ({e}): {path}") from None
+    names = [f.name for f in dataclasses.fields(Fit)]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise FitFileError(f"fit file lacks {', '.join(missing)}: {path}")
+    kw = {}
+    for n in names:
+        v = data[n]
+        if n in _FLOATS:
+            kw[n] = float(v)
+        elif n in _INTS:
+            kw[n] = int(v)
+        elif n in _STRS:
+            kw[n] = str(v)
+        elif n == "image_size":
+            kw[n] = (int(v[0]), int(v[1]))
+        else:
+            kw[n] = v
+    return Fit(**kw)
+
+
+def fit_path_for(image_relpath: str, save_dir: str) -> str:
+    """Where the fit of ``image_relpath`` lives: the same relative path under ``save_dir``
+    with the extension replaced by ``.npz``."""
+    return os.path.join(save_dir, os.path.splitext(image_relpath)[0] + ".npz")

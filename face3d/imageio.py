@@ -1,0 +1,66 @@
+"""Reading photos robustly: every odd-but-valid image becomes 8-bit RGB, every bad one a
+one-line ``ImageReadError``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Refuse decompression bombs explicitly with our own message instead of PIL's warning.
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageReadError(ValueError):
+    """An input file that is not a usable image; the message says why in one line."""
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode (L, LA, P, RGBA, I;16, I, F, CMYK ...) to an HxWx3 uint8 array."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        # 16-bit and float images: use the full range of the data type, not the data's own
+        # min/max, so a dark 16-bit photo stays dark.
+        hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if img.mode == "F" and a.max() <= 1.0:
+            hi = 1.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparency onto white rather than dropping alpha (which can leave
+        # garbage colour in fully transparent pixels).
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a photo as an HxWx3 uint8 RGB array, applying its EXIF orientation.
+
+    Raises ``ImageReadError`` with a one-line reason for a missing, empty, truncated
+    or non-image file, or one too large to decode.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageReadError(f"file not found: {path}")
+    if os.path.isdir(path):
+        raise ImageReadError(f"is a directory, not an image: {path}")
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(f"empty file: {path}")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageReadError(f"image too large ({w}x{h} px > {MAX_PIXELS} px): {path}")
+            img.load()  # decode now so truncation is reported here
+            img = ImageOps.exif_transpose(img)
+            return to_rgb8(img)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(f"not an image (unrecognised format): {path}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"unreadable or truncated image ({e}): {path}") from None
