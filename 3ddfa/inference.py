@@ -1,0 +1,17 @@
+"""Fit 3D face meshes to photos (the original's 3DDFA step, done with MediaPipe Face Mesh).
+
+    python 3ddfa/inference.py --img_list LIST --img_prefix DIR --save_dir OUT
+    python 3ddfa/inference.py --img photo_or_folder --save_dir OUT --vis
+
+Run with --help for every option; the work is done by ``face3d.batch_fit``.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from face3d.batch_fit import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
