@@ -24,8 +24,8 @@ def draw_fit(rgb: np.ndarray, fit: Fit, thickness: int | None = None) -> np.ndar
     wire = out.copy()
     cv2.polylines(wire, list(pts), True, (120, 200, 255), 1, cv2.LINE_AA, shift)
     out = cv2.addWeighted(wire, 0.45, out, 0.55, 0)  # see-through, so the face stays visible
-    for x, y in fit.landmarks68:
-        cv2.circle(out, (round(x * 16), round(y * 16)), t + 1, (0, 230, 0), -1, cv2.LINE_AA, shift)
-    for x, y in fit.landmarks5:
-        cv2.circle(out, (round(x * 16), round(y * 16)), 2 * t + 1, (255, 40, 40), -1, cv2.LINE_AA, shift)
+    for points, radius, colour in ((fit.landmarks68, t + 1, (0, 230, 0)),
+                                   (fit.landmarks5, 2 * t + 1, (255, 40, 40))):
+        for x, y in np.round(points * (1 << shift)).astype(int):
+            cv2.circle(out, (int(x), int(y)), radius, colour, -1, cv2.LINE_AA, shift)
     return out
