@@ -206,13 +206,14 @@ def main():
     oval = np.array(loops[0])
     mean -= [0.0, mean[:, 1].mean(), mean[oval, 2].mean()]
 
-    # Wind triangles so that frontal triangles have positive signed area in y-down coords.
+    # Wind triangles so that camera-facing ones have NEGATIVE doubled signed area
+    # (x1-x0)(y2-y0) - (y1-y0)(x2-x0) in y-down pixels: counter-clockwise on screen, normal
+    # (v1-v0) x (v2-v0) toward the camera; the rasteriser's front-facing convention.
     a, b, c = (mean[tris[:, k], :2] for k in range(3))
     area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    if (area > 0).mean() < 0.5:
-        tris = tris[:, [0, 2, 1]]
-    print(f"{(area > 0).mean() if (area > 0).mean() >= 0.5 else (area < 0).mean():.3f} of "
-          "triangles face the camera in the canonical view")
+    if (area < 0).mean() < 0.5:
+        tris, area = tris[:, [0, 2, 1]], -area
+    print(f"{(area < 0).mean():.3f} of triangles face the camera in the canonical view")
 
     np.savez_compressed(args.out, triangles=tris.astype(np.int32),
                         canonical=mean.astype(np.float32), mirror=mirror.astype(np.int32),

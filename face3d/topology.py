@@ -5,9 +5,10 @@ and committed; nothing here talks to MediaPipe, so rendering and training never 
 
 Fields of :func:`load_topology` (all numpy arrays):
 
-* ``triangles`` (852, 3) int64: the surface, consistently wound so that, seen from the
-  camera on a frontal face, every triangle has POSITIVE signed area in the y-down image
-  frame (x1 - x0)(y2 - y0) - (x2 - x0)(y1 - y0) > 0 (it looks clockwise on screen).
+* ``triangles`` (852, 3) int64: the surface, consistently wound so that triangles facing
+  the camera have NEGATIVE doubled signed area (x1 - x0)(y2 - y0) - (y1 - y0)(x2 - x0) in
+  the y-down image frame: counter-clockwise on screen, normal toward the camera (the
+  rasteriser's front-facing convention, see models/networks/rasterizer.py).
 * ``canonical`` (468, 3) float32: the mean frontal face in the camera frame (x right,
   y down, z away), symmetric about x = 0, eye centres 1.0 apart, origin at the head's
   centre (x = 0, y = mean height of the mesh, z = mean depth of the face outline).
