@@ -117,6 +117,38 @@ def border_loops(tris: np.ndarray) -> list[list[int]]:
     return sorted(loops, key=len, reverse=True)
 
 
+def fill_hole(loop: list[int], xy: np.ndarray) -> list[tuple[int, int, int]]:
+    """Ear-clipping triangulation of one hole (an eye or the mouth) in the frontal view, so
+    the eyes and the inside of the mouth are rendered too (the texture comes from the photo)."""
+    poly = list(loop)
+    pts = xy[poly]
+    area = 0.5 * np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1])
+    if area < 0:
+        poly.reverse()
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    tris = []
+    while len(poly) > 3:
+        n = len(poly)
+        for i in range(n):
+            a, b, c = poly[i - 1], poly[i], poly[(i + 1) % n]
+            if cross(xy[a], xy[b], xy[c]) <= 0:
+                continue  # reflex corner
+            others = [v for v in poly if v not in (a, b, c)]
+            if any(cross(xy[a], xy[b], xy[v]) > 0 and cross(xy[b], xy[c], xy[v]) > 0
+                   and cross(xy[c], xy[a], xy[v]) > 0 for v in others):
+                continue  # another vertex inside: not an ear
+            tris.append((a, b, c))
+            poly.pop(i)
+            break
+        else:
+            raise RuntimeError("ear clipping failed: hole outline is not a simple polygon")
+    tris.append(tuple(poly))
+    return tris
+
+
 def collect_shapes(lfw: str | None, limit: int) -> list[np.ndarray]:
     from face3d.examples import example_images
     from face3d.fitter import MediaPipeFitter
@@ -206,6 +238,11 @@ def main():
     oval = np.array(loops[0])
     mean -= [0.0, mean[:, 1].mean(), mean[oval, 2].mean()]
 
+    # Close the eyes and the mouth (the three inner borders).
+    fills = [t for loop in loops[1:] for t in fill_hole(loop, mean[:, :2])]
+    fills = np.array(fills, dtype=np.int64)
+    print(f"{len(fills)} triangles close the eyes and mouth")
+
     # Wind triangles so that camera-facing ones have NEGATIVE doubled signed area
     # (x1-x0)(y2-y0) - (y1-y0)(x2-x0) in y-down pixels: counter-clockwise on screen, normal
     # (v1-v0) x (v2-v0) toward the camera; the rasteriser's front-facing convention.
@@ -214,8 +251,11 @@ def main():
     if (area < 0).mean() < 0.5:
         tris, area = tris[:, [0, 2, 1]], -area
     print(f"{(area < 0).mean():.3f} of triangles face the camera in the canonical view")
+    a, b, c = (mean[fills[:, k], :2] for k in range(3))
+    fill_area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    fills[fill_area > 0] = fills[fill_area > 0][:, [0, 2, 1]]
 
-    np.savez_compressed(args.out, triangles=tris.astype(np.int32),
+    np.savez_compressed(args.out, triangles=tris.astype(np.int32), fill_triangles=fills.astype(np.int32),
                         canonical=mean.astype(np.float32), mirror=mirror.astype(np.int32),
                         landmarks68=lmk.astype(np.int32), face_oval=oval.astype(np.int32))
     print(f"wrote {args.out}")

@@ -9,6 +9,8 @@ Fields of :func:`load_topology` (all numpy arrays):
   the camera have NEGATIVE doubled signed area (x1 - x0)(y2 - y0) - (y1 - y0)(x2 - x0) in
   the y-down image frame: counter-clockwise on screen, normal toward the camera (the
   rasteriser's front-facing convention, see models/networks/rasterizer.py).
+* ``fill_triangles`` (46, 3) int64: extra triangles that close the two eyes and the mouth
+  (the tessellation leaves them open), wound the same way; renderers use both lists.
 * ``canonical`` (468, 3) float32: the mean frontal face in the camera frame (x right,
   y down, z away), symmetric about x = 0, eye centres 1.0 apart, origin at the head's
   centre (x = 0, y = mean height of the mesh, z = mean depth of the face outline).
@@ -37,7 +39,7 @@ def load_topology() -> dict[str, np.ndarray]:
         )
     with np.load(ASSET) as z:
         topo = {k: z[k] for k in z.files}
-    for k in ("triangles", "mirror", "landmarks68", "face_oval"):
+    for k in ("triangles", "fill_triangles", "mirror", "landmarks68", "face_oval"):
         topo[k] = topo[k].astype(np.int64)
     return topo
 

@@ -1,0 +1,239 @@
+"""Rotate and render fitted faces, and build the paper's self-supervised training pairs.
+
+Everything is batched PyTorch on the tensors' device (CPU or CUDA), forward only. Images are
+(B, 3, H, W) in [-1, 1] (the GAN's range); meshes are (B, V, 3) in the image's pixel frame
+(x right, y down, z away from the camera, pixel centres at +0.5), as in ``face3d``.
+
+Texturing is per pixel: each rendered pixel interpolates the SOURCE-image coordinates of its
+triangle's vertices and samples the source photo there with ``grid_sample``, so a coarse
+mesh keeps the photo's full resolution. Per-vertex colours (the original's way) are offered
+for comparison. A rendered pixel is *hidden* when its surface point was not visible in the
+source view (a z-buffer test against the source render); hidden pixels keep the smeared
+texture of whatever covered them in the source, as in the original, unless the
+symmetry-aware fill is on, which copies the colour of the mirror-symmetric surface point
+when that one was visible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from face3d.pose import euler_to_matrix
+from models.networks.rasterizer import Fragments, interpolate, rasterize
+
+
+class FaceMesh:
+    """The shared topology on a device: triangles, mirror pairing, landmark indices.
+
+    Build it from ``face3d.topology.load_topology()`` (MediaPipe mesh) or any triangle list
+    (e.g. the 3DDFA BFM mesh); ``mirror`` and ``landmarks68`` are optional there.
+    """
+
+    def __init__(self, triangles, mirror=None, landmarks68=None, device="cpu"):
+        self.triangles = torch.as_tensor(triangles, dtype=torch.int64, device=device)
+        self.mirror = None if mirror is None else torch.as_tensor(mirror, device=device).long()
+        self.landmarks68 = (None if landmarks68 is None
+                            else torch.as_tensor(landmarks68, device=device).long())
+
+    @classmethod
+    def mediapipe(cls, device="cpu") -> FaceMesh:
+        from face3d.topology import load_topology
+
+        t = load_topology()
+        triangles = np.concatenate([t["triangles"], t["fill_triangles"]])
+        return cls(triangles, t["mirror"], t["landmarks68"], device)
+
+
+@dataclass
+class Rendered:
+    image: torch.Tensor   # (B, 3, H, W) texture where covered, 0 elsewhere
+    mask: torch.Tensor    # (B, 1, H, W) float: pixel covered by the mesh
+    hidden: torch.Tensor  # (B, 1, H, W) float: covered, but hidden in the source view
+    filled: torch.Tensor  # (B, 1, H, W) float: hidden pixels repaired by the symmetry fill
+    fragments: Fragments
+
+
+# ---------------------------------------------------------------------------- pose control
+def rotate_vertices(vertices, rotation, scale, translation, yaw, pitch, roll=None):
+    """Turn each face to (yaw, pitch) in degrees about the head's centre, keeping its shape,
+    scale, image position and (unless given) its roll.
+
+    ``vertices ~= scale * X @ rotation^T + translation`` defines the face's own shape X in
+    the canonical frame; the result is ``scale * X @ R(yaw, pitch, roll)^T + translation``.
+    Shapes: vertices (B, V, 3), rotation (B, 3, 3), scale (B,), translation (B, 3),
+    yaw/pitch/roll (B,).
+    """
+    if roll is None:
+        # roll of R = Rz(roll) Ry(yaw) Rx(pitch): atan2(R[1,0], R[0,0])
+        roll = torch.rad2deg(torch.atan2(rotation[:, 1, 0], rotation[:, 0, 0]))
+    shape = (vertices - translation[:, None]) @ rotation / scale[:, None, None]
+    target = euler_to_matrix(yaw.to(vertices.dtype), pitch.to(vertices.dtype),
+                             roll.to(vertices.dtype))
+    return scale[:, None, None] * shape @ target.transpose(1, 2) + translation[:, None]
+
+
+def sample_target_poses(yaw, pitch, generator: torch.Generator, pose_noise: bool = False,
+                        large_pose: bool = False, pitch_noise: float = math.degrees(0.5)):
+    """Random target poses for training (degrees), as in the original: the yaw turns by
+    20-55 degrees (55-60 with ``large_pose``) to a random side, to the other side when that
+    would pass +-90; with ``pose_noise`` the pitch also moves by up to +-``pitch_noise``.
+    A pure function of its inputs and ``generator``'s state (CPU generator)."""
+    n = yaw.shape[0]
+    lo, hi = (55.0, 60.0) if large_pose else (20.0, 55.0)
+    mag = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+    side = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).double()
+    yaw = yaw.detach().double().cpu()
+    target = yaw + side * mag
+    target = torch.where(target.abs() > 90.0, yaw - side * mag, target).clamp(-90.0, 90.0)
+    jitter = (2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1) * pitch_noise
+    new_pitch = pitch.detach().double().cpu() + (jitter if pose_noise else 0.0)
+    return target.float(), new_pitch.clamp(-90.0, 90.0).float()
+
+
+# -------------------------------------------------------------------------------- texturing
+def _grid(xy, height, width):
+    """Pixel coordinates (B, H, W, 2) -> grid_sample's [-1, 1] (align_corners=False)."""
+    return torch.stack([xy[..., 0] / width * 2 - 1, xy[..., 1] / height * 2 - 1], -1)
+
+
+def _sample(image, xy):
+    return F.grid_sample(image, _grid(xy, image.shape[-2], image.shape[-1]), mode="bilinear",
+                         padding_mode="border", align_corners=False)
+
+
+def _visible_in(src: Fragments, point, tol):
+    """Is the surface point (x, y, z in the source view) the nearest one at its pixel?"""
+    B, H, W = src.face_ids.shape
+    ix = point[..., 0].floor().long().clamp(0, W - 1)
+    iy = point[..., 1].floor().long().clamp(0, H - 1)
+    b = torch.arange(B, device=ix.device).view(B, *([1] * (ix.dim() - 1)))
+    covered = src.mask[b, iy, ix]
+    return covered & (point[..., 2] <= src.depth[b, iy, ix] + tol[b])
+
+
+def depth_tolerance(vertices):
+    """Per-face z-test slack: 3% of the face's width (at least 1 px), which absorbs the
+    nearest-pixel lookup of the depth buffer on steep surfaces."""
+    width = vertices[..., 0].amax(1) - vertices[..., 0].amin(1)
+    return (0.03 * width).clamp(min=1.0)
+
+
+def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
+                    src_fragments: Fragments | None = None,
+                    dst_fragments: Fragments | None = None, per_vertex: bool = False,
+                    symmetric_fill: bool = False) -> Rendered:
+    """Render the mesh at ``dst_vertices`` with the texture of ``src_image`` seen at
+    ``src_vertices`` (same vertex order). Output has the source image's size. Pass the
+    fragments of either view when they are already rasterised."""
+    B, _, H, W = src_image.shape
+    tri = mesh.triangles
+    dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
+    src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
+    tol = depth_tolerance(src_vertices)
+    point = interpolate(dst, tri, src_vertices)  # (B, H, W, 3) where each pixel came from
+    covered = dst.mask
+    visible = _visible_in(src, point, tol) & covered
+    if per_vertex:
+        colours = _sample(src_image, src_vertices[:, None, :, :2])[:, :, 0].transpose(1, 2)
+        image = interpolate(dst, tri, colours).permute(0, 3, 1, 2)
+    else:
+        image = _sample(src_image, point[..., :2])
+    hidden = covered & ~visible
+    filled = torch.zeros_like(hidden)
+    if symmetric_fill:
+        if mesh.mirror is None:
+            raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
+        twin = interpolate(dst, tri, src_vertices[:, mesh.mirror])
+        filled = hidden & _visible_in(src, twin, tol)
+        image = torch.where(filled[:, None], _sample(src_image, twin[..., :2]), image)
+    m = covered[:, None].to(image.dtype)
+    return Rendered(image * m, m, hidden[:, None].to(image.dtype),
+                    filled[:, None].to(image.dtype), dst)
+
+
+# ----------------------------------------------------------------------- masks, background
+def erode(mask, kernel: int):
+    """Binary erosion of a (B, 1, H, W) float mask by a square ``kernel`` (odd, px)."""
+    if kernel <= 1:
+        return mask
+    k = kernel | 1
+    return -F.max_pool2d(-mask, k, stride=1, padding=k // 2)
+
+
+def background_colour(image, mask, mode: str):
+    """(B, 3, 1, 1) fill for pixels outside the face: the face's mean colour ('avg', the
+    original's avg_BG) or mid-grey ('grey')."""
+    if mode == "grey":
+        return torch.zeros(image.shape[0], 3, 1, 1, dtype=image.dtype, device=image.device)
+    if mode != "avg":
+        raise ValueError(f"unknown background mode {mode!r}; choose avg or grey")
+    area = mask.sum((2, 3), keepdim=True).clamp(min=1.0)
+    return (image * mask).sum((2, 3), keepdim=True) / area
+
+
+def composite(render: Rendered, mask, background):
+    return render.image * mask + background * (1 - mask)
+
+
+# ------------------------------------------------------------------------ the two products
+def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
+                 erode_kernel: int = 0, background: str = "avg", symmetric_fill: bool = False,
+                 per_vertex: bool = False) -> dict:
+    """Test time: the photo's face turned to (yaw, pitch), rendered with the photo's texture.
+
+    Returns image (background-filled), mask, hidden, filled and landmarks (B, 68, 2)."""
+    dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
+    r = render_textured(image, vertices, dst, mesh, per_vertex=per_vertex,
+                        symmetric_fill=symmetric_fill)
+    mask = erode(r.mask, erode_kernel)
+    src_mask = rasterize(vertices, mesh.triangles, *image.shape[-2:]).mask[:, None].float()
+    bg = background_colour(image, src_mask, background)
+    return dict(image=composite(r, mask, bg), mask=mask, hidden=r.hidden, filled=r.filled,
+                vertices=dst, landmarks=_landmarks(dst, mesh))
+
+
+def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
+                  mesh: FaceMesh, erode_kernel: int = 19, background: str = "avg",
+                  symmetric_fill: bool = False) -> dict:
+    """The self-supervised pair of the paper for a batch of aligned photos at pose a.
+
+    Rotate a->b with the photo's texture, re-texture the mesh from that render, rotate back
+    to a. Returns:
+      input:        the a->b->a render with artifacts (background-filled outside the eroded
+                    face mask) -- the generator's input;
+      real:         the photo (the generator's target);
+      mask:         the eroded face mask at a; hidden_b: pixels at a whose surface was hidden
+                    at b (where the artifacts are);
+      rotated:      the a->b render (background-filled), for the rotated-mesh GAN step;
+      mask_b, landmarks_a, landmarks_b (B, 68, 2), vertices_b.
+    """
+    H, W = image.shape[-2:]
+    tri = mesh.triangles
+    verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)
+    frags_a = rasterize(vertices, tri, H, W)
+    mask_a_full = frags_a.mask[:, None].to(image.dtype)
+    bg = background_colour(image, mask_a_full, background)
+    to_b = render_textured(image, vertices, verts_b, mesh, src_fragments=frags_a,
+                           symmetric_fill=symmetric_fill)
+    mask_b = erode(to_b.mask, erode_kernel)
+    rotated = composite(to_b, mask_b, bg)
+    # Re-texture from the render at b, render back at a (the geometry of a is the source
+    # view we already rasterised, so only b's raster is new).
+    back = render_textured(to_b.image, verts_b, vertices, mesh, src_fragments=to_b.fragments,
+                           dst_fragments=frags_a, symmetric_fill=symmetric_fill)
+    mask_a = erode(back.mask, erode_kernel)
+    return dict(input=composite(back, mask_a, bg), real=image, mask=mask_a,
+                hidden_b=back.hidden * mask_a, rotated=rotated, mask_b=mask_b,
+                landmarks_a=_landmarks(vertices, mesh), landmarks_b=_landmarks(verts_b, mesh),
+                vertices_b=verts_b)
+
+
+def _landmarks(vertices, mesh: FaceMesh):
+    if mesh.landmarks68 is None:
+        return None
+    return vertices[:, mesh.landmarks68, :2]
