@@ -117,6 +117,12 @@ def border_loops(tris: np.ndarray) -> list[list[int]]:
     return sorted(loops, key=len, reverse=True)
 
 
+def signed_area2(xy: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Doubled signed area per triangle in y-down pixels (< 0: counter-clockwise on screen)."""
+    a, b, c = (xy[tris[:, k]] for k in range(3))
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
 def fill_hole(loop: list[int], xy: np.ndarray) -> list[tuple[int, int, int]]:
     """Ear-clipping triangulation of one hole (an eye or the mouth) in the frontal view, so
     the eyes and the inside of the mouth are rendered too (the texture comes from the photo)."""
@@ -246,16 +252,15 @@ def main():
     # Wind triangles so that camera-facing ones have NEGATIVE doubled signed area
     # (x1-x0)(y2-y0) - (y1-y0)(x2-x0) in y-down pixels: counter-clockwise on screen, normal
     # (v1-v0) x (v2-v0) toward the camera; the rasteriser's front-facing convention.
-    a, b, c = (mean[tris[:, k], :2] for k in range(3))
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    area = signed_area2(mean[:, :2], tris)
     if (area < 0).mean() < 0.5:
         tris, area = tris[:, [0, 2, 1]], -area
     print(f"{(area < 0).mean():.3f} of triangles face the camera in the canonical view")
-    a, b, c = (mean[fills[:, k], :2] for k in range(3))
-    fill_area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    fills[fill_area > 0] = fills[fill_area > 0][:, [0, 2, 1]]
+    back = signed_area2(mean[:, :2], fills) > 0
+    fills[back] = fills[back][:, [0, 2, 1]]
 
-    np.savez_compressed(args.out, triangles=tris.astype(np.int32), fill_triangles=fills.astype(np.int32),
+    np.savez_compressed(args.out, triangles=tris.astype(np.int32),
+                        fill_triangles=fills.astype(np.int32),
                         canonical=mean.astype(np.float32), mirror=mirror.astype(np.int32),
                         landmarks68=lmk.astype(np.int32), face_oval=oval.astype(np.int32))
     print(f"wrote {args.out}")
