@@ -1,0 +1,50 @@
+"""Datasets: ``--dataset_mode`` picks the class, ``--dataset``/``--dataroot`` the photos."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from data.allface_dataset import AllFaceDataset, DatasetError
+
+DATASET_MODES = {"allface": AllFaceDataset}
+
+__all__ = ["DATASET_MODES", "AllFaceDataset", "DatasetError", "ResumableSampler",
+           "create_dataloader", "find_dataset_class"]
+
+
+def find_dataset_class(mode: str):
+    if mode not in DATASET_MODES:
+        raise ValueError(f"unknown --dataset_mode {mode!r}; choose one of: "
+                         f"{', '.join(DATASET_MODES)}")
+    return DATASET_MODES[mode]
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded shuffle per epoch, one shard per rank) that can start in
+    the middle of an epoch, so ``--continue_train`` sees exactly the batches it would have."""
+
+    def __init__(self, dataset, num_replicas=1, rank=0, shuffle=True, seed=0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_start(self, start: int):
+        self.start = start
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self):
+        return self.num_samples - self.start
+
+
+def create_dataloader(opt, rank: int = 0, world_size: int = 1):
+    dataset = find_dataset_class(opt.dataset_mode)(opt)
+    sampler = ResumableSampler(dataset, world_size, rank, shuffle=not opt.serial_batches,
+                               seed=opt.seed)
+    loader = DataLoader(dataset, batch_size=opt.batchSize, sampler=sampler,
+                        num_workers=opt.nThreads, drop_last=False,
+                        pin_memory=torch.cuda.is_available(),
+                        persistent_workers=opt.nThreads > 0)
+    return loader

@@ -12,8 +12,8 @@ parameters followed by the face ROI box ``sx, sy, ex, ey`` (image pixels):
 * 3DDFA projects ``v = P[:, :3] @ (u + W_shp a_shp + W_exp a_exp) + P[:, 3]`` into a
   120x120 crop of the ROI box, flips y (``y' = 120 + 1 - y``) and maps the crop back:
   ``x_img = x * (ex - sx) / 120 + sx``, ``y_img = y' * (ey - sy) / 120 + sy``, z scaled by
-  the mean of the two scales. Pixel centres there sit at integer coordinates (OpenCV /
-  array-index convention), z grows toward the camera.
+  the mean of the two scales. Its pixel centres are taken to sit at integer coordinates
+  (the OpenCV / array-index convention of its cropping code), and z grows toward the camera.
 
 Our conversion (conventions in ``face3d/__init__.py``): x, y get +0.5 (pixel centres at
 j + 0.5), z is negated (grows away from the camera) and 3DDFA's depth offset ``P[2, 3]``,

@@ -90,7 +90,8 @@ def vgg19_weights_filename() -> str:
     return os.path.basename(urlparse(VGG19_Weights.IMAGENET1K_V1.url).path)
 
 
-def _vgg19_features() -> nn.Sequential:
+def vgg19_features() -> nn.Sequential:
+    """Randomly initialised VGG19 'features' stack, key-compatible with torchvision's."""
     layers, in_ch = [], 3
     for v in _VGG19_CFG:
         if v == "M":
@@ -126,7 +127,7 @@ class VGG19(nn.Module):
 
     def __init__(self, vgg_weights: str | None = None):  # Path to vgg19-*.pth; see above.
         super().__init__()
-        features = _vgg19_features()
+        features = vgg19_features()
         path = find_vgg19_weights(vgg_weights)
         state = torch.load(path, map_location="cpu", weights_only=True)
         expected = {f"features.{k}" for k in features.state_dict()}

@@ -41,29 +41,9 @@ def feature_norm(kind: str, num_features: int, affine: bool = True) -> nn.Module
     raise ValueError(f"unknown norm kind {kind!r}; choose one of: {', '.join(NORM_KINDS)}")
 
 
-class _FullPrecisionSpectralNorm(SpectralNorm):
-    """SpectralNorm hook whose power iteration runs outside autocast.
-
-    Under CUDA autocast ``torch.mv`` returns bf16/fp16 while the stored ``u`` stays fp32,
-    and ``torch.dot`` of the two fails; computing sigma in fp32 is also more accurate.
-    """
-
-    def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
-        device_type = getattr(module, self.name + "_orig").device.type
-        if not torch.is_autocast_enabled(device_type):
-            return super().compute_weight(module, do_power_iteration)
-        with torch.autocast(device_type, enabled=False):
-            return super().compute_weight(module, do_power_iteration)
-
-
 def spectral_norm(module: nn.Module) -> nn.Module:
-    """``torch.nn.utils.spectral_norm`` (keeps ``weight_orig``), made safe under autocast."""
-    module = nn.utils.spectral_norm(module)
-    for hook in module._forward_pre_hooks.values():
-        if type(hook) is SpectralNorm:
-            # Same object is referenced by the state-dict hooks, so they stay consistent.
-            hook.__class__ = _FullPrecisionSpectralNorm
-    return module
+    """``torch.nn.utils.spectral_norm``: the trainable tensor becomes ``weight_orig``."""
+    return nn.utils.spectral_norm(module)
 
 
 def warm_up_spectral_norm(net: nn.Module, n_iter: int = 20) -> None:

@@ -158,11 +158,21 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
 
 # ----------------------------------------------------------------------- masks, background
 def erode(mask, kernel: int):
-    """Binary erosion of a (B, 1, H, W) float mask by a square ``kernel`` (odd, px)."""
+    """Binary erosion of a (B, 1, H, W) float mask by a square ``kernel`` (odd, px); pixels
+    outside the image count as inside the mask (as a min-pool ignoring padding would).
+
+    Counts the uncovered pixels in each window with two running sums (exact in int32):
+    several times faster on CPU than ``max_pool2d``, whose cost grows with kernel**2."""
     if kernel <= 1:
         return mask
     k = kernel | 1
-    return -F.max_pool2d(-mask, k, stride=1, padding=k // 2)
+    r = k // 2
+    holes = F.pad((mask <= 0).to(torch.int32), (r + 1, r, r + 1, r))
+    c = holes.cumsum(3)
+    c = c[..., k:] - c[..., :-k]
+    c = c.cumsum(2)
+    c = c[..., k:, :] - c[..., :-k, :]
+    return (c == 0).to(mask.dtype)
 
 
 def background_colour(image, mask, mode: str):

@@ -1,0 +1,46 @@
+"""Landmark maps: the rotatespade generator's conditioning (``--label_nc 5``).
+
+The 68 iBUG landmarks are drawn as curves, one channel per facial part (jaw, brows, nose,
+eyes, mouth), either blurred into heatmaps of width ``--heatmap_size`` or, with
+``--no_gaussian_landmark``, as hard 1-px lines.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+# (channel, first, last, closed) per curve of the iBUG 68-point layout.
+_CURVES = (
+    (0, 0, 16, False),                        # jaw line
+    (1, 17, 21, False), (1, 22, 26, False),   # brows
+    (2, 27, 30, False), (2, 31, 35, False),   # nose bridge, nostrils
+    (3, 36, 41, True), (3, 42, 47, True),     # eyes
+    (4, 48, 59, True), (4, 60, 67, True),     # outer and inner lips
+)
+NUM_PARTS = 5
+
+
+def landmark_map(landmarks, size: int, label_nc: int = NUM_PARTS, heatmap_size: float = 3.0,
+                 gaussian: bool = True) -> torch.Tensor:
+    """(B, 68, 2) pixel landmarks (tensor or array) -> (B, label_nc, size, size) float map in
+    [0, 1] on the landmarks' device. ``label_nc`` 1 merges all parts into one channel."""
+    if label_nc not in (1, NUM_PARTS):
+        raise ValueError(f"--label_nc must be {NUM_PARTS} (one channel per facial part) or 1, "
+                         f"got {label_nc}")
+    device = landmarks.device if isinstance(landmarks, torch.Tensor) else "cpu"
+    pts = torch.as_tensor(landmarks).detach().float().cpu().numpy()
+    if pts.ndim != 3 or pts.shape[1:] != (68, 2):
+        raise ValueError(f"landmarks must be (B, 68, 2), got {tuple(pts.shape)}")
+    out = np.zeros((len(pts), label_nc, size, size), np.float32)
+    shift = 4  # sub-pixel drawing precision
+    for b, p in enumerate(np.round((pts - 0.5) * (1 << shift)).astype(np.int32)):
+        for channel, lo, hi, closed in _CURVES:
+            c = channel if label_nc == NUM_PARTS else 0
+            cv2.polylines(out[b, c], [p[lo:hi + 1]], closed, 1.0, 1, cv2.LINE_AA, shift)
+        if gaussian and heatmap_size > 0:
+            for c in range(label_nc):
+                blurred = cv2.GaussianBlur(out[b, c], (0, 0), heatmap_size)
+                out[b, c] = blurred / max(float(blurred.max()), 1e-6)
+    return torch.from_numpy(out).to(device)

@@ -1,0 +1,61 @@
+"""The dataset registry: edit this file to add your own face collections.
+
+Each entry, as in the original Rotate-and-Render:
+  prefix        folder the image paths are relative to;
+  file_list     text file, one relative image path per line (built from the folder when it
+                does not exist);
+  landmark_list ``realign_lmk`` written by the fitting step (5 alignment points per image);
+  fits_dir      where ``3ddfa/inference.py`` wrote (or will write) the fit files;
+  folder_level  how many trailing path components name an output (1: file name, 2:
+                identity/file), so results of different identities do not collide.
+Relative paths are relative to the repository root. Images without a fit are fitted on
+first use (``prepare_dataset``), so a new folder works out of the box.
+
+``--dataroot DIR`` uses an ad-hoc folder of photos instead (fits in ``DIR/fits``).
+"""
+
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DATASETS = {
+    # The public-domain portraits shipped by scikit-image and matplotlib (face3d.examples).
+    "example": dict(prefix="datasets/example/images", file_list="datasets/example/file_list.txt",
+                    landmark_list="datasets/example/fits/realign_lmk",
+                    fits_dir="datasets/example/fits", folder_level=1),
+    # Labeled Faces in the Wild, as laid out in ../shared/data/lfw (Person/Person_NNNN.jpg).
+    "lfw": dict(prefix="../shared/data/lfw", file_list="datasets/lfw/file_list.txt",
+                landmark_list="datasets/lfw/fits/realign_lmk", fits_dir="datasets/lfw/fits",
+                folder_level=2),
+    # The original release's example set, with its own 3DDFA fits next to it (ours go here).
+    "rr_example": dict(prefix="../shared/data/rr_example/Images",
+                       file_list="../shared/data/rr_example/file_list.txt",
+                       landmark_list="datasets/rr_example/fits/realign_lmk",
+                       fits_dir="datasets/rr_example/fits", folder_level=1),
+}
+
+
+def resolve(entry: dict) -> dict:
+    """The entry with its paths made absolute (relative to the repository root)."""
+    out = dict(entry)
+    for k in ("prefix", "file_list", "landmark_list", "fits_dir"):
+        if not os.path.isabs(out[k]):
+            out[k] = os.path.normpath(os.path.join(REPO, out[k]))
+    return out
+
+
+def get_dataset(name: str) -> dict:
+    if name not in DATASETS:
+        raise ValueError(f"unknown --dataset {name!r}; choose one of: {', '.join(DATASETS)} "
+                         "(or add yours to data/registry.py, or use --dataroot DIR)")
+    return resolve(DATASETS[name])
+
+
+def adhoc_dataset(dataroot: str) -> dict:
+    """An entry for a plain folder of photos (searched recursively)."""
+    root = os.path.abspath(dataroot)
+    return dict(prefix=root, file_list=os.path.join(root, "fits", "file_list.txt"),
+                landmark_list=os.path.join(root, "fits", "realign_lmk"),
+                fits_dir=os.path.join(root, "fits"), folder_level=1)

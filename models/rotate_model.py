@@ -1,0 +1,145 @@
+"""The Rotate-and-Render GAN: ``rotate`` (pix2pixHD-style G) and ``rotatespade`` (SPADE G
+conditioned on landmark maps). Both share this one class; ``rotatespade`` only changes
+what the generator and discriminators are conditioned on.
+
+``forward(data, mode)`` computes its own losses, so the trainer stays thin:
+  generator             G(render with artifacts at pose a) vs the real photo: GAN + feature
+                        matching + VGG (+ L1) losses; returns (losses, fake).
+  generator_rotated     G(render at the random pose b) judged by D_rotate (no ground truth).
+  discriminator         D on real vs G's (detached) output.
+  discriminator_rotated D_rotate on real vs G's output at pose b.
+  inference             G(data['input'], landmark map of data['landmarks']) -> image.
+``data`` for the first four is the dict made by ``make_pair`` from a dataset batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from data.landmark_map import landmark_map
+from models import networks
+from models.networks.render import FaceMesh, sample_target_poses, training_pair
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (used where no gradient sync is wanted)."""
+    return getattr(net, "module", net)
+
+
+class RotateModel(nn.Module):
+    uses_landmarks = False
+    default_netG = "rotate"
+
+    @classmethod
+    def modify_commandline_options(cls, parser, is_train):
+        parser.set_defaults(netG=cls.default_netG)
+        return parser
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.netG = networks.define_G(opt)
+        self.mesh = FaceMesh.mediapipe()
+        if opt.is_train:
+            d_in = 3 + 3 + (opt.label_nc if self.uses_landmarks else 0)
+            self.netD = networks.define_D(opt, d_in)
+            self.netD_rotate = networks.define_D(opt, d_in) if opt.train_rotate else None
+            self.criterion_gan = networks.GANLoss(opt.gan_mode)
+            self.criterion_vgg = None if opt.no_vgg_loss else networks.VGGLoss(opt.vgg_weights)
+
+    @property
+    def device(self):
+        return next(self.netG.parameters()).device
+
+    def mesh_on(self, device) -> FaceMesh:
+        if self.mesh.triangles.device != device:
+            self.mesh = FaceMesh(self.mesh.triangles.to(device), self.mesh.mirror.to(device),
+                                 self.mesh.landmarks68.to(device))
+        return self.mesh
+
+    # ------------------------------------------------------------------ data preparation
+    def seg(self, landmarks, size):
+        """The generator's landmark map (None for the plain 'rotate' model)."""
+        if not self.uses_landmarks:
+            return None
+        return landmark_map(landmarks, size, self.opt.label_nc, self.opt.heatmap_size,
+                            gaussian=not self.opt.no_gaussian_landmark)
+
+    @torch.no_grad()
+    def make_pair(self, batch: dict, generator: torch.Generator) -> dict:
+        """Render the self-supervised training pair of a dataset batch on the model's device.
+        ``generator`` (CPU) draws the random target poses, so the pair is reproducible."""
+        dev = self.device
+        b = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+        yaw_b, pitch_b = sample_target_poses(b["yaw"], b["pitch"], generator,
+                                             self.opt.pose_noise, self.opt.large_pose,
+                                             self.opt.pitch_noise)
+        pair = training_pair(b["image"], b["vertices"], b["rotation"], b["scale"],
+                             b["translation"], yaw_b.to(dev), pitch_b.to(dev), self.mesh_on(dev),
+                             erode_kernel=self.opt.erode_kernel, background=self.opt.background,
+                             symmetric_fill=self.opt.symmetric_fill)
+        size = b["image"].shape[-1]
+        pair["seg"] = self.seg(pair["landmarks_a"], size)
+        pair["seg_b"] = self.seg(pair["landmarks_b"], size)
+        return pair
+
+    # ---------------------------------------------------------------------------- forward
+    def forward(self, data: dict, mode: str):
+        if mode == "generator":
+            return self.generator_loss(data)
+        if mode == "generator_rotated":
+            return self.generator_rotated_loss(data)
+        if mode == "discriminator":
+            return self.discriminator_loss(data["input"], data["seg"], data["real"], self.netD)
+        if mode == "discriminator_rotated":
+            return self.discriminator_loss(data["rotated"], data["seg_b"], data["real"],
+                                           self.netD_rotate, "D_rotate")
+        if mode == "inference":
+            with torch.no_grad():
+                size = data["input"].shape[-1]
+                return self.netG(data["input"], self.seg(data["landmarks"], size))
+        raise ValueError(f"unknown mode {mode!r}; choose generator, generator_rotated, "
+                         "discriminator, discriminator_rotated or inference")
+
+    def _d_input(self, condition, seg, image):
+        parts = [condition, image] + ([seg] if self.uses_landmarks else [])
+        return torch.cat(parts, 1)
+
+    def generator_loss(self, data):
+        opt = self.opt
+        fake = self.netG(data["input"], data["seg"])
+        # D is only evaluated here, never stepped: skip DDP's gradient sync for it.
+        netD = _unwrap(self.netD)
+        pred_fake = netD(self._d_input(data["input"], data["seg"], fake))
+        losses = {"G_GAN": self.criterion_gan(pred_fake, True, for_discriminator=False)
+                  * opt.lambda_D}
+        if not opt.no_ganFeat_loss:
+            with torch.no_grad():
+                pred_real = netD(self._d_input(data["input"], data["seg"], data["real"]))
+            losses["G_GAN_Feat"] = networks.feature_matching_loss(pred_fake, pred_real,
+                                                                  opt.lambda_feat)
+        if self.criterion_vgg is not None:
+            losses["G_VGG"] = self.criterion_vgg(fake, data["real"]) * opt.lambda_vgg
+        if opt.lambda_l1 > 0:
+            losses["G_L1"] = (fake - data["real"]).abs().mean() * opt.lambda_l1
+        return losses, fake
+
+    def generator_rotated_loss(self, data):
+        fake = self.netG(data["rotated"], data["seg_b"])
+        pred = _unwrap(self.netD_rotate)(self._d_input(data["rotated"], data["seg_b"], fake))
+        loss = self.criterion_gan(pred, True, for_discriminator=False) * self.opt.lambda_rotate_D
+        return {"G_rotate_GAN": loss}, fake
+
+    def discriminator_loss(self, condition, seg, real, netD, prefix="D"):
+        with torch.no_grad():
+            fake = self.netG(condition, seg).detach()
+        pred_fake = netD(self._d_input(condition, seg, fake))
+        pred_real = netD(self._d_input(condition, seg, real))
+        return {f"{prefix}_fake": self.criterion_gan(pred_fake, False),
+                f"{prefix}_real": self.criterion_gan(pred_real, True)}
+
+
+class RotateSPADEModel(RotateModel):
+    uses_landmarks = True
+    default_netG = "rotatespade"

@@ -1,0 +1,161 @@
+"""Command-line options shared by training and testing (SPADE / pix2pix style).
+
+``BaseOptions().parse(argv)`` builds the parser in two passes: first the base flags, then
+the flags that the chosen model, its networks and the dataset mode add for themselves
+(``modify_commandline_options``). It returns a plain namespace; nothing global is mutated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+# Flags of the original's home-made multi-GPU rendering, and what replaces them here.
+RETIRED_FLAGS = {
+    "--gpu_ids": "use --device cuda|cpu|auto for one device and "
+                 "`torchrun --nproc_per_node N train.py ...` for several GPUs",
+    "--render_thread": "rendering runs inside the training step on the training device",
+    "--device_count": "the number of GPUs is torchrun's --nproc_per_node",
+    "--chunk_size": "torchrun's DistributedSampler splits every batch across processes",
+}
+
+
+class OptionsError(ValueError):
+    """A bad option value; the message names the flag."""
+
+
+class BaseOptions:
+    is_train = False
+
+    def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p = parser
+        p.add_argument("--name", default="rotate_example",
+                       help="experiment name: checkpoints go to <checkpoints_dir>/<name>")
+        p.add_argument("--model", default="rotatespade",
+                       help="model: rotate (pix2pixHD-style G) or rotatespade (SPADE G "
+                            "conditioned on landmark maps, the authors' released model)")
+        p.add_argument("--netG", default=None,
+                       help="generator architecture (default: the model's own, rotate or "
+                            "rotatespade)")
+        p.add_argument("--label_nc", type=int, default=5,
+                       help="channels of the landmark map: 5 (one per facial part) or 1")
+        p.add_argument("--crop_size", type=int, default=256,
+                       help="side of the aligned face crop in pixels")
+        p.add_argument("--batchSize", type=int, default=4, help="photos per batch (per process)")
+        p.add_argument("--checkpoints_dir", default="./checkpoints",
+                       help="where runs are saved")
+        p.add_argument("--which_epoch", default="latest",
+                       help="checkpoint to load: latest or an epoch number")
+        p.add_argument("--dataset", default="example",
+                       help="comma-separated registry names (data/registry.py), e.g. lfw or "
+                            "example,lfw")
+        p.add_argument("--dataroot", default=None,
+                       help="a folder of photos to use instead of --dataset (fitted on "
+                            "first use into DIR/fits)")
+        p.add_argument("--dataset_mode", default="allface", help="dataset class: allface")
+        p.add_argument("--serial_batches", action="store_true",
+                       help="take photos in list order instead of shuffling")
+        p.add_argument("--nThreads", type=int, default=2,
+                       help="DataLoader worker processes (also fitting workers on first use)")
+        p.add_argument("--device", default="auto",
+                       help="auto (cuda when available, else cpu), cpu, cuda or cuda:N; under "
+                            "torchrun each process takes cuda:LOCAL_RANK")
+        p.add_argument("--seed", type=int, default=0,
+                       help="random seed (each DDP rank adds its rank)")
+        p.add_argument("--heatmap_size", type=float, default=3.0,
+                       help="width (Gaussian sigma, px) of the landmark heatmaps")
+        p.add_argument("--no_gaussian_landmark", action="store_true",
+                       help="draw landmark curves as hard 1-px lines instead of heatmaps")
+        p.add_argument("--erode_kernel", type=int, default=19,
+                       help="erode the rendered face mask by this many pixels (odd) so the "
+                            "blurry mesh border does not leak into the input")
+        p.add_argument("--background", default="avg", choices=("avg", "grey"),
+                       help="fill outside the face: the face's mean colour (avg) or grey")
+        p.add_argument("--symmetric_fill", action="store_true",
+                       help="colour texels hidden in the source view from their mirror-"
+                            "symmetric point when that one was visible")
+        p.add_argument("--pose_noise", action="store_true",
+                       help="also jitter the target pitch (by up to --pitch_noise degrees)")
+        p.add_argument("--pitch_noise", type=float, default=28.65,
+                       help="pitch jitter in degrees with --pose_noise (default 0.5 rad)")
+        p.add_argument("--large_pose", action="store_true",
+                       help="turn the training faces by 55-60 degrees instead of 20-55")
+        return p
+
+    def gather(self, argv: list[str] | None) -> argparse.Namespace:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        for flag, why in RETIRED_FLAGS.items():
+            if any(a == flag or a.startswith(flag + "=") for a in argv):
+                raise OptionsError(f"{flag} is no longer used: {why}")
+        parser = argparse.ArgumentParser(
+            description=self.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = self.initialize(parser)
+        known, _ = parser.parse_known_args(argv)
+
+        from data import find_dataset_class
+        from models import find_model_class
+
+        model_cls = find_model_class(known.model)
+        parser = model_cls.modify_commandline_options(parser, self.is_train)
+        known, _ = parser.parse_known_args(argv)
+        from models import networks
+
+        networks.modify_commandline_options(parser, self.is_train, known.netG,
+                                            getattr(known, "netD", None))
+        find_dataset_class(known.dataset_mode).modify_commandline_options(parser, self.is_train)
+        self.parser = parser
+        return parser.parse_args(argv)
+
+    def parse(self, argv: list[str] | None = None, save: bool = True) -> argparse.Namespace:
+        opt = self.gather(argv)
+        opt.is_train = self.is_train
+        self.validate(opt)
+        return opt
+
+    def validate(self, opt):
+        if opt.crop_size < 32:
+            raise OptionsError(f"--crop_size must be at least 32, got {opt.crop_size}")
+        if opt.batchSize < 1:
+            raise OptionsError(f"--batchSize must be >= 1, got {opt.batchSize}")
+        if opt.erode_kernel < 0:
+            raise OptionsError(f"--erode_kernel must be >= 0, got {opt.erode_kernel}")
+        resolve_device(opt.device)
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` -> cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise OptionsError(f"--device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionsError(f"--device {name}: CUDA is not available on this machine")
+        if dev.index is None and local_rank is not None:
+            dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def options_text(opt: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> str:
+    lines = ["----------------- Options ---------------"]
+    for k, v in sorted(vars(opt).items()):
+        default = parser.get_default(k) if parser is not None else None
+        note = f"\t[default: {default}]" if parser is not None and v != default else ""
+        lines.append(f"{k:>25}: {v!s:<30}{note}")
+    lines.append("----------------- End -------------------")
+    return "\n".join(lines)
+
+
+def save_options(opt: argparse.Namespace, folder: str, parser=None) -> None:
+    """The resolved options as opt.txt (readable) and opt.json (machine-readable)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "opt.txt"), "w") as f:
+        f.write(options_text(opt, parser) + "\n")
+    with open(os.path.join(folder, "opt.json"), "w") as f:
+        json.dump(vars(opt), f, indent=1, sort_keys=True, default=str)

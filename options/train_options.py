@@ -1,0 +1,67 @@
+"""Training options: the base flags plus optimisation, losses and logging."""
+
+from __future__ import annotations
+
+from options.base_options import BaseOptions, OptionsError
+
+
+class TrainOptions(BaseOptions):
+    """Train the Rotate-and-Render GAN (python train.py, or torchrun ... train.py)."""
+
+    is_train = True
+
+    def initialize(self, parser):
+        p = super().initialize(parser)
+        p.add_argument("--continue_train", action="store_true",
+                       help="resume from <checkpoints_dir>/<name>/<which_epoch>.pt exactly")
+        p.add_argument("--niter", type=int, default=50, help="epochs at the initial learning rate")
+        p.add_argument("--niter_decay", type=int, default=0,
+                       help="epochs over which the learning rate decays linearly to zero")
+        p.add_argument("--max_iters", type=int, default=None,
+                       help="stop after this many iterations in total (short trials, tests)")
+        p.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
+        p.add_argument("--beta1", type=float, default=0.0, help="Adam beta1")
+        p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2")
+        p.add_argument("--no_TTUR", action="store_true",
+                       help="same learning rate for G and D (default: TTUR, G lr/2, D lr*2)")
+        p.add_argument("--D_steps_per_G", type=int, default=1,
+                       help="discriminator steps per generator step")
+        p.add_argument("--gan_mode", default="hinge", choices=("hinge", "ls", "original", "w"),
+                       help="adversarial loss")
+        p.add_argument("--lambda_feat", type=float, default=10.0,
+                       help="weight of the discriminator feature-matching loss")
+        p.add_argument("--lambda_vgg", type=float, default=10.0,
+                       help="weight of the VGG19 perceptual loss")
+        p.add_argument("--lambda_D", type=float, default=1.0,
+                       help="weight of the adversarial loss of the reconstruction")
+        p.add_argument("--lambda_rotate_D", type=float, default=0.1,
+                       help="weight of the adversarial loss of the rotated render "
+                            "(with --train_rotate)")
+        p.add_argument("--lambda_l1", type=float, default=0.0,
+                       help="weight of an optional L1 loss to the real photo")
+        p.add_argument("--no_vgg_loss", action="store_true",
+                       help="train without the VGG19 perceptual loss (needs no weights)")
+        p.add_argument("--no_ganFeat_loss", action="store_true",
+                       help="train without the discriminator feature-matching loss")
+        p.add_argument("--train_rotate", action="store_true",
+                       help="also train G on the rotated render (no ground truth) against a "
+                            "second discriminator")
+        p.add_argument("--display_freq", type=int, default=500,
+                       help="iterations between image grids (tensorboard + HTML page)")
+        p.add_argument("--print_freq", type=int, default=50,
+                       help="iterations between loss lines / tensorboard scalars")
+        p.add_argument("--save_latest_freq", type=int, default=2000,
+                       help="iterations between saves of latest.pt")
+        p.add_argument("--save_epoch_freq", type=int, default=5,
+                       help="epochs between saves of <epoch>.pt")
+        p.add_argument("--no_html", action="store_true", help="do not write the HTML page")
+        return p
+
+    def validate(self, opt):
+        super().validate(opt)
+        for flag in ("display_freq", "print_freq", "save_latest_freq", "save_epoch_freq",
+                     "D_steps_per_G"):
+            if getattr(opt, flag) < 1:
+                raise OptionsError(f"--{flag} must be >= 1, got {getattr(opt, flag)}")
+        if opt.niter + opt.niter_decay < 1:
+            raise OptionsError("--niter + --niter_decay must be at least 1 epoch")

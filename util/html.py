@@ -1,0 +1,56 @@
+"""Small HTML result pages with dominate (used by training, test.py and evaluation)."""
+
+from __future__ import annotations
+
+import os
+
+import dominate
+from dominate.tags import a, h3, img, p, table, td, th, tr
+
+
+class HTMLPage:
+    """Rows of labelled images; ``save()`` writes ``<folder>/<filename>``. Image paths are
+    written relative to the page, so the folder can be moved or zipped."""
+
+    def __init__(self, folder: str, title: str, filename: str = "index.html", refresh: int = 0):
+        self.folder, self.filename = folder, filename
+        self.doc = dominate.document(title=title)
+        if refresh:
+            from dominate.tags import meta
+
+            with self.doc.head:
+                meta(http_equiv="refresh", content=str(refresh))
+        os.makedirs(folder, exist_ok=True)
+
+    def header(self, text: str):
+        with self.doc:
+            h3(text)
+
+    def text(self, text: str):
+        with self.doc:
+            p(text)
+
+    def table(self, columns: list[str], rows: list[list[tuple[str | None, str]]], width=256):
+        """rows: lists of (image path or None, caption)."""
+        with self.doc:
+            with table(border=1, style="table-layout: fixed; border-collapse: collapse"):
+                with tr():
+                    for c in columns:
+                        th(c)
+                for row in rows:
+                    with tr():
+                        for path, caption in row:
+                            with td(style="text-align:center; vertical-align:top"):
+                                if path:
+                                    rel = os.path.relpath(path, self.folder)
+                                    with a(href=rel):
+                                        img(src=rel, style=f"width:{width}px")
+                                p(caption)
+
+    def save(self) -> str:
+        path = os.path.join(self.folder, self.filename)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.doc.render())
+        os.replace(tmp, path)
+        return path
