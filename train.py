@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
     torch.manual_seed(opt.seed + rank)
-    np.random.seed(opt.seed + rank)
     random.seed(opt.seed + rank)
     run_dir = os.path.join(opt.checkpoints_dir, opt.name)
     try:

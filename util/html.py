@@ -32,20 +32,19 @@ class HTMLPage:
 
     def table(self, columns: list[str], rows: list[list[tuple[str | None, str]]], width=256):
         """rows: lists of (image path or None, caption)."""
-        with self.doc:
-            with table(border=1, style="table-layout: fixed; border-collapse: collapse"):
+        with self.doc, table(border=1, style="table-layout: fixed; border-collapse: collapse"):
+            with tr():
+                for c in columns:
+                    th(c)
+            for row in rows:
                 with tr():
-                    for c in columns:
-                        th(c)
-                for row in rows:
-                    with tr():
-                        for path, caption in row:
-                            with td(style="text-align:center; vertical-align:top"):
-                                if path:
-                                    rel = os.path.relpath(path, self.folder)
-                                    with a(href=rel):
-                                        img(src=rel, style=f"width:{width}px")
-                                p(caption)
+                    for path, caption in row:
+                        with td(style="text-align:center; vertical-align:top"):
+                            if path:
+                                rel = os.path.relpath(path, self.folder)
+                                with a(href=rel):
+                                    img(src=rel, style=f"width:{width}px")
+                            p(caption)
 
     def save(self) -> str:
         path = os.path.join(self.folder, self.filename)
