@@ -107,7 +107,10 @@ def _init_worker(config: dict):
     from face3d.fitter import MediaPipeFitter
 
     _CONFIG = config
-    _FITTER = MediaPipeFitter(max_side=config["max_side"])
+    # Building the MediaPipe graph takes about a second: reuse the one of an earlier run in
+    # this process (workers=1 calls from Python) when its settings match.
+    if _FITTER is None or _FITTER.max_side != config["max_side"]:
+        _FITTER = MediaPipeFitter(max_side=config["max_side"])
 
 
 def _fit_one(relpath: str) -> Outcome:
@@ -126,8 +129,8 @@ def _fit_one(relpath: str) -> Outcome:
         fit = _FITTER.fit(rgb)
         fit.save(out_path)
         if cfg["vis"]:
-            _save_vis(rgb, fit, os.path.join(cfg["save_dir"], "vis",
-                                             os.path.splitext(relpath)[0] + ".jpg"))
+            vis_path = fit_path_for(relpath, os.path.join(cfg["save_dir"], "vis"))
+            _save_vis(rgb, fit, os.path.splitext(vis_path)[0] + ".jpg")
         return Outcome(relpath, "fitted", fit.landmarks5)
     except (ImageReadError, NoFaceError) as e:
         return Outcome(relpath, "failed", reason=str(e))
@@ -156,14 +159,18 @@ def run(relpaths: list[str], prefix: str, save_dir: str, workers: int = 1,
                   vis=vis)
     bar = dict(total=len(relpaths), desc="fitting", unit="img", disable=not progress,
                dynamic_ncols=True)
+    workers = min(workers, len(relpaths))
     if workers <= 1:
         _init_worker(config)
         outcomes = [_fit_one(r) for r in tqdm(relpaths, **bar)]
     else:
         # spawn: MediaPipe and torch are not fork-safe once initialised in the parent.
         ctx = mp.get_context("spawn")
+        # Chunks amortise the inter-process traffic but must not starve a worker on a short
+        # list: at least 4 chunks per worker.
+        chunksize = max(1, min(8, len(relpaths) // (4 * workers)))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-            outcomes = list(tqdm(pool.imap(_fit_one, relpaths, chunksize=8), **bar))
+            outcomes = list(tqdm(pool.imap(_fit_one, relpaths, chunksize=chunksize), **bar))
 
     ok = [o for o in outcomes if o.status != "failed"]
     labels = dict(zip([o.relpath for o in ok], labels_for([o.relpath for o in ok])))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
+import uuid
 
 import numpy as np
 
@@ -57,15 +57,20 @@ class Fit:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = np.asarray(v, dtype=np.float32) if isinstance(v, float) else np.asarray(v)
+            # Python floats are stored as float64 so that save + load gives them back exactly.
+            out[f.name] = np.asarray(v, dtype=np.float64) if isinstance(v, float) else np.asarray(v)
         return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (temp file + rename) so an interrupted run never leaves a
         half-written fit that a resumed run would then skip."""
         path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(path) or ".")
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        # Not tempfile.mkstemp: its files are private (mode 0600) and the rename would keep
+        # that; os.open with 0o666 honours the umask like any other written file.
+        tmp = os.path.join(folder, f".tmp_{uuid.uuid4().hex}.npz")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **self.to_arrays())
@@ -89,8 +94,8 @@ def load_fit(path: str | os.PathLike) -> Fit:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise FitFileError(f"unreadable fit file ({e}): {path}") from None
+    except Exception as e:  # BadZipFile, zlib.error, EOFError, a bare .npy ...: all "unreadable"
+        raise FitFileError(f"unreadable fit file ({type(e).__name__}: {e}): {path}") from None
     names = [f.name for f in dataclasses.fields(Fit)]
     missing = [n for n in names if n not in data]
     if missing:
@@ -98,20 +103,28 @@ def load_fit(path: str | os.PathLike) -> Fit:
     kw = {}
     for n in names:
         v = data[n]
-        if n in _FLOATS:
-            kw[n] = float(v)
-        elif n in _INTS:
-            kw[n] = int(v)
-        elif n in _STRS:
-            kw[n] = str(v)
-        elif n == "image_size":
-            kw[n] = (int(v[0]), int(v[1]))
-        else:
-            kw[n] = v
+        try:
+            if n in _FLOATS:
+                kw[n] = float(v)
+            elif n in _INTS:
+                kw[n] = int(v)
+            elif n in _STRS:
+                kw[n] = str(v)
+            elif n == "image_size":
+                kw[n] = (int(v[0]), int(v[1]))
+            else:
+                kw[n] = v
+        except (TypeError, ValueError, IndexError) as e:
+            raise FitFileError(f"fit file field {n!r} is malformed ({e}): {path}") from None
     return Fit(**kw)
 
 
 def fit_path_for(image_relpath: str, save_dir: str) -> str:
     """Where the fit of ``image_relpath`` lives: the same relative path under ``save_dir``
-    with the extension replaced by ``.npz``."""
-    return os.path.join(save_dir, os.path.splitext(image_relpath)[0] + ".npz")
+    with the extension replaced by ``.npz``. An absolute path or ``..`` components never
+    lead outside ``save_dir``: the root is dropped and ``..`` becomes ``__``."""
+    rel = os.path.splitdrive(os.path.splitext(image_relpath)[0] + ".npz")[1]
+    if os.altsep:
+        rel = rel.replace(os.altsep, os.sep)
+    parts = ["__" if p == ".." else p for p in rel.split(os.sep) if p not in ("", ".")]
+    return os.path.join(save_dir, *parts)

@@ -34,7 +34,9 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if img.mode != "RGB":  # convert() would copy even an RGB image: 190 MB at 8000x8000
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -56,7 +58,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             if w * h > MAX_PIXELS:
                 raise ImageReadError(f"image too large ({w}x{h} px > {MAX_PIXELS} px): {path}")
             img.load()  # decode now so truncation is reported here
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a huge photo
             return to_rgb8(img)
     except ImageReadError:
         raise

@@ -31,7 +31,8 @@ class HTMLPage:
             p(text)
 
     def table(self, columns: list[str], rows: list[list[tuple[str | None, str]]], width=256):
-        """rows: lists of (image path or None, caption)."""
+        """rows: lists of cells (image path, list of paths shown side by side, or None;
+        caption)."""
         with self.doc, table(border=1, style="table-layout: fixed; border-collapse: collapse"):
             with tr():
                 for c in columns:
@@ -40,8 +41,8 @@ class HTMLPage:
                 with tr():
                     for path, caption in row:
                         with td(style="text-align:center; vertical-align:top"):
-                            if path:
-                                rel = os.path.relpath(path, self.folder)
+                            for one in [path] if isinstance(path, str) else (path or []):
+                                rel = os.path.relpath(one, self.folder)
                                 with a(href=rel):
                                     img(src=rel, style=f"width:{width}px")
                             p(caption)

@@ -311,9 +311,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
     verts_flat = vertices.reshape(batch * num_verts, 3)
     num_tris = batch * num_faces
     if num_pix and num_tris:
-        import os
-        tri_chunk = max(1, min(max_chunk_pixels // 8, int(os.environ.get('TRI_CHUNK', 1<<30))))
-        max_chunk_pixels = min(max_chunk_pixels, int(os.environ.get('FRAG_CHUNK', 1<<30)))
+        tri_chunk = max(1, max_chunk_pixels // 8)
         for t0 in range(0, num_tris, tri_chunk):
             _raster_triangles(zbuf, verts_flat, faces, t0, min(t0 + tri_chunk, num_tris),
                               num_faces, num_verts, height, width, cull_backfaces,

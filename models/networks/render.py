@@ -72,8 +72,8 @@ def rotate_vertices(vertices, rotation, scale, translation, yaw, pitch, roll=Non
         # roll of R = Rz(roll) Ry(yaw) Rx(pitch): atan2(R[1,0], R[0,0])
         roll = torch.rad2deg(torch.atan2(rotation[:, 1, 0], rotation[:, 0, 0]))
     shape = (vertices - translation[:, None]) @ rotation / scale[:, None, None]
-    target = euler_to_matrix(yaw.to(vertices.dtype), pitch.to(vertices.dtype),
-                             roll.to(vertices.dtype))
+    like = dict(device=vertices.device, dtype=vertices.dtype)  # poses may come from the CPU
+    target = euler_to_matrix(yaw.to(**like), pitch.to(**like), roll.to(**like))
     return scale[:, None, None] * shape @ target.transpose(1, 2) + translation[:, None]
 
 
@@ -198,11 +198,11 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
 
     Returns image (background-filled), mask, hidden, filled and landmarks (B, 68, 2)."""
     dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
-    r = render_textured(image, vertices, dst, mesh, per_vertex=per_vertex,
+    src = rasterize(vertices, mesh.triangles, *image.shape[-2:])
+    r = render_textured(image, vertices, dst, mesh, src_fragments=src, per_vertex=per_vertex,
                         symmetric_fill=symmetric_fill)
     mask = erode(r.mask, erode_kernel)
-    src_mask = rasterize(vertices, mesh.triangles, *image.shape[-2:]).mask[:, None].float()
-    bg = background_colour(image, src_mask, background)
+    bg = background_colour(image, src.mask[:, None].to(image.dtype), background)
     return dict(image=composite(r, mask, bg), mask=mask, hidden=r.hidden, filled=r.filled,
                 vertices=dst, landmarks=_landmarks(dst, mesh))
 

@@ -1,0 +1,272 @@
+"""Rotate faces: every input photo to every requested pose.
+
+    python test.py --name NAME --dataset example --yaw_poses -60 -30 0 30 60
+    python test.py --name NAME --img photo.jpg more_photos/ --yaw_poses 0      # frontalise
+
+Outputs, under ``--results_dir/--name``:
+  <photo path without extension>/yaw<Y>_pitch<P>.png   one image per (photo, pose): the
+                                                       generator's output, or the rotated
+                                                       render when there is no checkpoint
+  <photo path without extension>/yaw<Y>_pitch<P>_render.png   the render it was made from
+                                                       (generator mode only)
+  <photo path without extension>/aligned.png           the aligned input (--align)
+  <photo path without extension>/sweep.gif             a yaw sweep -60..60 (--gif)
+  rotated_landmarks.txt   ``output_path x1 y1 ... x68 y68`` per image (crop pixels)
+  manifest.csv            input,yaw,pitch,output,mode (mode: generator or render)
+  failures.txt            input<TAB>reason for photos that could not be used
+  index.html              one row per photo, one column per pose
+Without a checkpoint for --name, the rotated renders are written instead (mode ``render``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from face3d.align import align
+from face3d.fit import FitFileError, fit_path_for, load_fit
+from face3d.imageio import ImageReadError, read_image
+from models.networks.render import FaceMesh, rotated_view
+from options.base_options import OptionsError, resolve_device
+from options.test_options import TestOptions
+from util.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_net
+from util.html import HTMLPage
+from util.visualizer import to_uint8
+
+# Options that describe the run, not the trained network: never taken from a checkpoint.
+_RUN_OPTIONS = {"name", "checkpoints_dir", "which_epoch", "device", "batchSize", "nThreads",
+                "dataset", "dataroot", "dataset_mode", "seed", "serial_batches", "is_train",
+                "max_dataset_size", "symmetric_fill", "background", "erode_kernel"}
+
+
+def load_generator(opt, parser: argparse.ArgumentParser, device):
+    """(model or None, message). A checkpoint's own architecture options win over the
+    command line, with a warning for each conflict the user typed."""
+    path = checkpoint_path(opt)
+    if opt.render_only:
+        return None, "--render_only: writing rotated renders (mode=render)"
+    if not os.path.exists(path):
+        return None, (f"no checkpoint at {path}: writing rotated renders without a generator "
+                      "(mode=render)")
+    state = load_checkpoint(path)
+    saved = state.get("options", {})
+    for key, value in saved.items():
+        if key in _RUN_OPTIONS or not hasattr(opt, key):
+            continue
+        mine = getattr(opt, key)
+        if mine != value:
+            if mine != parser.get_default(key):
+                print(f"warning: --{key} {mine} conflicts with the checkpoint's {key}={value}; "
+                      "using the checkpoint's", file=sys.stderr)
+            setattr(opt, key, value)
+    from models import create_model
+
+    opt.is_train = False
+    model = create_model(opt)
+    if "netG" not in state["nets"]:
+        raise CheckpointError(f"{path} holds no generator (netG)")
+    load_net(model.netG, state["nets"]["netG"], "netG", path)
+    model.eval().to(device)
+    return model, f"generator from {path} (iteration {state.get('iteration', '?')})"
+
+
+def collect_inputs(opt) -> tuple[list[tuple[str, str, str | None]], str]:
+    """[(relpath, image path, fit path or None)], prefix. Photos given with --img are fitted
+    on the fly; dataset photos use their fits."""
+    if opt.img:
+        from face3d.batch_fit import IMAGE_EXTENSIONS
+
+        items = []
+        for given in opt.img:
+            if os.path.isdir(given):
+                for root, dirs, files in os.walk(given):
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    for f in sorted(files):
+                        if f.lower().endswith(IMAGE_EXTENSIONS):
+                            path = os.path.join(root, f)
+                            items.append((os.path.relpath(path, given), path, None))
+            else:  # a missing or odd file is reported per photo, not as a crash
+                items.append((os.path.basename(given), given, None))
+        return items, ""
+    from data.allface_dataset import prepare_dataset
+    from data.registry import adhoc_dataset, get_dataset
+
+    entry = adhoc_dataset(opt.dataroot) if opt.dataroot else get_dataset(opt.dataset)
+    rel = prepare_dataset(entry, opt.dataroot or opt.dataset, progress=False)
+    rel = rel[opt.list_start:opt.list_end]
+    return [(r, os.path.join(entry["prefix"], r), fit_path_for(r, entry["fits_dir"]))
+            for r in rel], entry["prefix"]
+
+
+def poses(opt) -> list[tuple[float, float | None]]:
+    return [(y, p) for y in opt.yaw_poses for p in (opt.pitch_poses or [None])]
+
+
+def pose_name(yaw: float, pitch: float | None) -> str:
+    return f"yaw{yaw:+g}" + ("" if pitch is None else f"_pitch{pitch:+g}")
+
+
+def to_tensors(crop: np.ndarray, fit, device) -> dict:
+    return dict(image=torch.from_numpy(crop).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1,
+                vertices=torch.from_numpy(fit.vertices)[None].to(device),
+                rotation=torch.from_numpy(fit.rotation)[None].to(device),
+                scale=torch.tensor([fit.scale], device=device),
+                translation=torch.from_numpy(fit.translation)[None].to(device),
+                pitch=float(fit.pitch))
+
+
+def render_poses(face: dict, pose_list, mesh: FaceMesh, opt) -> dict:
+    """Renders (B = number of poses) of one face."""
+    n = len(pose_list)
+    dev = face["image"].device
+    yaw = torch.tensor([y for y, _ in pose_list], device=dev)
+    pitch = torch.tensor([face["pitch"] if p is None else p for _, p in pose_list], device=dev)
+    rep = {k: v.expand(n, *v.shape[1:]) for k, v in face.items() if torch.is_tensor(v)}
+    return rotated_view(rep["image"], rep["vertices"], rep["rotation"], rep["scale"],
+                        rep["translation"], yaw, pitch, mesh, erode_kernel=opt.erode_kernel,
+                        background=opt.background, symmetric_fill=opt.symmetric_fill)
+
+
+def save_png(array: np.ndarray, path: str):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = TestOptions()
+    try:
+        opt = options.parse(argv)
+        device = resolve_device(opt.device)
+        model, message = load_generator(opt, options.parser, device)
+    except (OptionsError, CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    mode = "render" if model is None else "generator"
+    if mode == "render" and not opt.symmetric_fill:
+        opt.symmetric_fill = True
+        message += "; hidden texels use the symmetry-aware fill"
+    print(message)
+    try:
+        items, _ = collect_inputs(opt)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not items:
+        print("error: no input photos (empty --img folder or dataset range)", file=sys.stderr)
+        return 2
+    out_dir = os.path.join(opt.results_dir, opt.name)
+    os.makedirs(out_dir, exist_ok=True)
+    mesh = FaceMesh.mediapipe(device)
+    pose_list = poses(opt)
+    fitter = None
+    manifest, failures, landmark_lines, rows = [], [], [], []
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if opt.bf16 and device.type == "cuda"
+                else contextlib.nullcontext())
+    for rel, path, fit_path in tqdm(items, desc="rotating", unit="photo", dynamic_ncols=True):
+        try:
+            rgb = read_image(path)
+            if fit_path is None:
+                if fitter is None:
+                    from face3d.fitter import MediaPipeFitter
+
+                    fitter = MediaPipeFitter()
+                fit = fitter.fit(rgb)
+            else:
+                fit = load_fit(fit_path)
+        except (ImageReadError, FitFileError, ValueError) as e:
+            failures.append((rel, str(e)))
+            continue
+        crop, fit_c, _ = align(rgb, fit, opt.crop_size)
+        stem = os.path.splitext(rel)[0]
+        face = to_tensors(crop, fit_c, device)
+        row = []
+        if opt.align:
+            save_png(crop, os.path.join(out_dir, stem, "aligned.png"))
+        for start in range(0, len(pose_list), opt.batchSize):
+            chunk = pose_list[start:start + opt.batchSize]
+            with torch.no_grad():
+                view = render_poses(face, chunk, mesh, opt)
+                renders = view["image"]
+                outputs = renders
+                if model is not None:
+                    with autocast:
+                        outputs = model({"input": renders, "landmarks": view["landmarks"]},
+                                        "inference").float()
+            for k, (yaw, pitch) in enumerate(chunk):
+                name = pose_name(yaw, pitch)
+                out_path = os.path.join(out_dir, stem, name + ".png")
+                save_png(to_uint8(outputs[k:k + 1])[0], out_path)
+                render_path = None
+                if model is not None:
+                    render_path = os.path.join(out_dir, stem, name + "_render.png")
+                    save_png(to_uint8(renders[k:k + 1])[0], render_path)
+                rel_out = os.path.relpath(out_path, out_dir)
+                target_pitch = face["pitch"] if pitch is None else pitch
+                manifest.append((rel, yaw, round(target_pitch, 2), rel_out, mode))
+                pts = view["landmarks"][k].cpu().numpy().reshape(-1)
+                landmark_lines.append(rel_out + " " + " ".join(f"{v:.2f}" for v in pts))
+                row.append((render_path, out_path, name))
+        if opt.gif:
+            save_sweep(face, mesh, model, opt, os.path.join(out_dir, stem, "sweep.gif"))
+        rows.append((rel, row))
+    write_outputs(out_dir, manifest, failures, landmark_lines, rows, pose_list, mode, opt)
+    print(f"{len(rows)} photos x {len(pose_list)} poses -> {out_dir} (mode={mode}); "
+          f"{len(failures)} failed" + (f", see {os.path.join(out_dir, 'failures.txt')}"
+                                       if failures else ""))
+    print(f"open {os.path.join(out_dir, 'index.html')}")
+    return 0 if rows else 1
+
+
+def save_sweep(face, mesh, model, opt, path):
+    sweep = [(float(y), None) for y in range(-60, 61, 10)]
+    frames = []
+    with torch.no_grad():
+        for start in range(0, len(sweep), opt.batchSize):
+            view = render_poses(face, sweep[start:start + opt.batchSize], mesh, opt)
+            images = view["image"]
+            if model is not None:
+                images = model({"input": images, "landmarks": view["landmarks"]}, "inference")
+            frames += [Image.fromarray(a) for a in to_uint8(images.float())]
+    frames += frames[-2:0:-1]  # and back again
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0)
+
+
+def write_outputs(out_dir, manifest, failures, landmark_lines, rows, pose_list, mode, opt):
+    with open(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["input", "yaw", "pitch", "output", "mode"])
+        w.writerows(manifest)
+    with open(os.path.join(out_dir, "failures.txt"), "w") as f:
+        f.writelines(f"{rel}\t{reason}\n" for rel, reason in failures)
+    with open(os.path.join(out_dir, "rotated_landmarks.txt"), "w") as f:
+        f.writelines(line + "\n" for line in landmark_lines)
+    page = HTMLPage(out_dir, f"Rotate-and-Render: {opt.name}")
+    what = ("generator outputs, each beside the rotated render it was given" if mode == "generator"
+            else "rotated renders (no generator: mode=render)")
+    page.header(f"{opt.name}: {what}")
+    columns = ["photo"] + [pose_name(y, p) for y, p in pose_list]
+    table_rows = []
+    for rel, row in rows:
+        cells = [(None, rel)]
+        for render_path, out_path, name in row:
+            if mode == "generator":
+                cells.append(([render_path, out_path], f"{name}: render | output"))
+            else:
+                cells.append((out_path, f"{name}: render"))
+        table_rows.append(cells)
+    page.table(columns, table_rows, width=160)
+    if failures:
+        page.text("Failed: " + "; ".join(f"{rel} ({reason})" for rel, reason in failures))
+    page.save()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Shared fixtures. Heavy imports (MediaPipe) happen inside the fixtures that need them, so
+test files that do not use them pay nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Real photos live next to the repository, never inside it (see ../shared/data/README.md).
+LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
+
+
+@pytest.fixture(scope="session")
+def fitter():
+    """One MediaPipe fitter for the whole session (building its graph takes ~1 s)."""
+    pytest.importorskip("mediapipe", reason="mediapipe not installed")
+    from face3d.fitter import MediaPipeFitter
+
+    with MediaPipeFitter() as f:
+        yield f
+
+
+@pytest.fixture(scope="session")
+def example_dir(tmp_path_factory) -> Path:
+    """The built-in example photos (astronaut.png, grace_hopper.jpg) and file_list.txt,
+    written to a temporary folder."""
+    from face3d.examples import materialize_examples
+
+    folder = tmp_path_factory.mktemp("examples")
+    materialize_examples(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def example_photos(example_dir) -> dict:
+    """name -> HxWx3 uint8 RGB, read back from ``example_dir`` exactly as the CLI reads them."""
+    from face3d.imageio import read_image
+
+    return {p.name: read_image(p) for p in sorted(example_dir.iterdir())
+            if p.suffix in (".png", ".jpg")}
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    if not LFW.is_dir():
+        pytest.skip(f"LFW photos not found at {LFW} (shared test data is not in a fresh clone)")
+    return LFW
+
+
+@pytest.fixture(scope="session")
+def lfw_paths(lfw_dir) -> list[Path]:
+    """Every LFW photo, sorted (a stable order for seeded samples)."""
+    paths = sorted(lfw_dir.glob("*/*.jpg"))
+    if not paths:
+        pytest.skip(f"no LFW photos under {lfw_dir}")
+    return paths
+
+
+def lfw_sample(paths: list[Path], n: int, seed: int) -> list[Path]:
+    """``n`` photos drawn without replacement with a fixed seed, in drawn order."""
+    import numpy as np
+
+    idx = np.random.default_rng(seed).choice(len(paths), min(n, len(paths)), replace=False)
+    return [paths[i] for i in idx]
