@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 row.append((render_path, out_path, name))
         if opt.gif:
             save_sweep(face, mesh, model, opt, os.path.join(out_dir, stem, "sweep.gif"))
-        rows.append((rel, row))
+        rows.append((os.path.join(out_dir, stem, "aligned.png") if opt.align else path, rel, row))
     write_outputs(out_dir, manifest, failures, landmark_lines, rows, pose_list, mode, opt)
     print(f"{len(rows)} photos x {len(pose_list)} poses -> {out_dir} (mode={mode}); "
           f"{len(failures)} failed" + (f", see {os.path.join(out_dir, 'failures.txt')}"
@@ -254,8 +254,8 @@ def write_outputs(out_dir, manifest, failures, landmark_lines, rows, pose_list, 
     page.header(f"{opt.name}: {what}")
     columns = ["photo"] + [pose_name(y, p) for y, p in pose_list]
     table_rows = []
-    for rel, row in rows:
-        cells = [(None, rel)]
+    for source, rel, row in rows:
+        cells = [(source, rel)]
         for render_path, out_path, name in row:
             if mode == "generator":
                 cells.append(([render_path, out_path], f"{name}: render | output"))

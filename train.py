@@ -4,14 +4,28 @@
     torchrun --nproc_per_node 4 train.py --name NAME ...                     # DDP
 
 Run ``python train.py --help`` for every flag; experiments/train.sh has working settings.
+
+Everything a run writes goes to ``<checkpoints_dir>/<name>/``: opt.txt and opt.json (the
+resolved options), latest.pt and <epoch>.pt (checkpoints), logs/ (tensorboard), web/ (HTML
+page of image grids), loss_log.txt. Ctrl-C (or SIGTERM) finishes the current step, saves
+latest.pt and exits with status 0; a second Ctrl-C aborts at once. Bad options, datasets,
+checkpoints or missing weights end the run with one ``error:`` line and status 2.
+
+Debugging aid: with ``RR_WEIGHTS_HASH_DIR=DIR`` in the environment every process writes
+``DIR/rank<R>.json`` (SHA-256 of each net's weights) when it finishes, so DDP runs can be
+checked for identical replicas.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import random
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -19,14 +33,28 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data import DatasetError, create_dataloader
+from data import DatasetError, create_dataloader, create_dataset
 from models import create_model
 from models.networks import MissingWeightsError
+from models.rotate_model import _unwrap
 from options.base_options import OptionsError, options_text, resolve_device, save_options
 from options.train_options import TrainOptions
 from trainers.trainer import Trainer
-from util.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+from util.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from util.visualizer import Visualizer
+
+HASH_ENV = "RR_WEIGHTS_HASH_DIR"
+# Options that only steer this run, not the training itself: not compared on resume.
+_RUN_OPTIONS = {"continue_train", "which_epoch", "max_iters", "nThreads", "device",
+                "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq",
+                "no_html", "checkpoints_dir", "name"}
 
 
 def pose_seed(seed: int, rank: int, iteration: int) -> int:
@@ -34,136 +62,271 @@ def pose_seed(seed: int, rank: int, iteration: int) -> int:
     return (seed * 1000 + rank) * 100_000_000 + iteration
 
 
-class StopFlag:
-    """First Ctrl-C: finish the step, save latest, exit. Second: stop at once."""
+class StopFlag(contextlib.AbstractContextManager):
+    """First Ctrl-C / SIGTERM: finish the step, save latest, exit. Second: stop at once.
+
+    Handlers can only be installed from the main thread; elsewhere (a library calling
+    ``main`` from a worker thread) the flag stays unset and Ctrl-C behaves as usual. The
+    previous handlers are restored on exit, so ``main(argv)`` can be called in-process."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.stop = False
-        signal.signal(signal.SIGINT, self._handle)
+        self._previous = {}
 
-    def _handle(self, *_):
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+        return False
+
+    def _handle(self, signum, _frame):
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
-        print("\ninterrupted: saving latest.pt after this step (Ctrl-C again to abort)",
-              file=sys.stderr)
+        name = signal.Signals(signum).name
+        print(f"\n{name}: saving latest.pt after this step (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+
+def any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """True if ``flag`` is true on any process (all processes must call this together)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def weights_digest(model, names) -> dict[str, str]:
+    out = {}
+    for n in names:
+        h = hashlib.sha256()
+        for k, v in sorted(_unwrap(getattr(model, n)).state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        out[n] = h.hexdigest()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     options = TrainOptions()
     try:
         opt = options.parse(argv)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = resolve_device(opt.device, local_rank if world > 1 else None)
     except (OptionsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(opt.device, local_rank if world > 1 else None)
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(opt.seed + rank)
+    np.random.seed(opt.seed + rank)
     random.seed(opt.seed + rank)
-    run_dir = os.path.join(opt.checkpoints_dir, opt.name)
     try:
-        return train(opt, options.parser, device, rank, world, is_main, run_dir)
-    except (DatasetError, CheckpointError, MissingWeightsError, ValueError) as e:
+        run = Run(opt, options.parser, device, rank, world)
+        return run.train()
+    except (DatasetError, CheckpointError, MissingWeightsError, OptionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("aborted: the last saved latest.pt is kept", file=sys.stderr)
+        return 130
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def train(opt, parser, device, rank, world, is_main, run_dir) -> int:
-    if is_main:
-        print(options_text(opt, parser))
-        save_options(opt, run_dir, parser)
-    # Rank 0 fits any photos without fits first; the others then find them on disk.
-    if is_main:
-        loader = create_dataloader(opt, rank, world)
-    if world > 1:
-        dist.barrier()
-    if not is_main:
-        loader = create_dataloader(opt, rank, world)
-    sampler = loader.sampler
-    model = create_model(opt)
-    trainer = Trainer(opt, model, device, distributed=world > 1)
-    n_params = sum(p.numel() for p in model.netG.parameters())
-    iteration, epoch, epoch_iter = 0, 1, 0
-    if opt.continue_train:
+class Run:
+    """One training run: set up on construction, ``train()`` loops."""
+
+    def __init__(self, opt, parser, device, rank, world):
+        self.opt, self.device, self.rank, self.world = opt, device, rank, world
+        self.is_main = rank == 0
+        self.run_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        if self.is_main:
+            print(options_text(opt, parser))
+            save_options(opt, self.run_dir, parser)
+        try:
+            # Model first: bad architecture options and missing VGG weights fail in seconds,
+            # before any photo is fitted.
+            self.model = create_model(opt)
+            self.loader = self._make_loader()
+        except ValueError as e:  # option values only the factories can check
+            raise OptionsError(str(e)) from None
+        self.trainer = Trainer(opt, self.model, device, distributed=world > 1)
+        self.iteration, self.epoch, self.epoch_iter = 0, 1, 0
+        if opt.continue_train:
+            self._resume()
+        self.vis = Visualizer(opt, self.run_dir) if self.is_main else None
+        if self.is_main:
+            n_params = sum(p.numel() for p in _unwrap(self.model.netG).parameters())
+            print(f"{len(self.loader.dataset)} photos, {world} process(es) on {device}, "
+                  f"G has {n_params / 1e6:.2f}M parameters")
+
+    def _make_loader(self):
+        """Rank 0 fits any photos without fits first; the others then find them on disk."""
+        opt, world = self.opt, self.world
+        dataset, error = None, None
+        if self.is_main:
+            try:
+                dataset = create_dataset(opt)
+            except (DatasetError, ValueError) as e:
+                error = e
+        if any_rank(error is not None, world, self.device):
+            raise error or DatasetError("the dataset could not be prepared (see rank 0)")
+        if dataset is None:
+            dataset = create_dataset(opt)
+        return create_dataloader(opt, self.rank, world, dataset)
+
+    def _resume(self):
+        opt = self.opt
         path = checkpoint_path(opt)
         state = load_checkpoint(path)
-        trainer.load_state_dict(state, path)
-        iteration, epoch, epoch_iter = state["iteration"], state["epoch"], state["epoch_iter"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if is_main:
-            print(f"resumed from {path}: epoch {epoch}, iteration {iteration}")
-    vis = Visualizer(opt, run_dir) if is_main else None
-    if is_main:
-        print(f"{len(loader.dataset)} photos, {world} process(es) on {device}, "
-              f"G has {n_params / 1e6:.1f}M parameters")
+        self.trainer.load_state_dict(state, path)
+        for key in ("iteration", "epoch", "epoch_iter"):
+            if key not in state:
+                raise CheckpointError(f"{path} has no {key!r}: not a training checkpoint")
+        self.iteration, self.epoch, self.epoch_iter = (state["iteration"], state["epoch"],
+                                                       state["epoch_iter"])
+        rng = state.get("rng") or {}
+        ranks = rng.get("ranks") or []
+        if len(ranks) == self.world:
+            set_rng_state(ranks[self.rank])
+        elif self.rank == 0 and "torch" in rng:
+            set_rng_state(rng)
+        else:  # a different number of processes than when saved: deterministic fallback
+            torch.manual_seed(opt.seed + self.rank + self.iteration)
+        if self.is_main:
+            saved = state.get("options") or {}
+            changed = [f"--{k} {getattr(opt, k)!r} (was {saved[k]!r})"
+                       for k in sorted(saved) if k not in _RUN_OPTIONS and hasattr(opt, k)
+                       and getattr(opt, k) != saved[k]]
+            if changed:
+                print("note: options that differ from the checkpoint's: " + ", ".join(changed))
+            print(f"resumed from {path}: epoch {self.epoch}, iteration {self.iteration}")
 
-    def save(which: str, epoch_now: int, epoch_iter_now: int):
-        if not is_main:
+    # -------------------------------------------------------------------------------- saving
+    def save(self, which: str, epoch: int, epoch_iter: int):
+        """Collective: every process calls it at the same iteration; rank 0 writes."""
+        states = [rng_state()]
+        if self.world > 1:
+            states = [None] * self.world
+            dist.all_gather_object(states, rng_state())
+        if not self.is_main:
             return
-        state = trainer.state_dict()
-        state.update(iteration=iteration, epoch=epoch_now, epoch_iter=epoch_iter_now,
+        opt = self.opt
+        state = self.trainer.state_dict()
+        rng = dict(states[0], ranks=states)
+        state.update(iteration=self.iteration, epoch=epoch, epoch_iter=epoch_iter,
                      options={k: v for k, v in vars(opt).items()
                               if isinstance(v, (int, float, str, bool, type(None)))},
-                     rng={"torch": torch.get_rng_state()})
-        save_checkpoint(state, os.path.join(run_dir, f"{which}.pt"))
+                     rng=rng)
+        save_checkpoint(state, os.path.join(self.run_dir, f"{which}.pt"))
 
-    stop = StopFlag()
-    total_epochs = opt.niter + opt.niter_decay
-    finished = False
-    while epoch <= total_epochs and not finished:
-        sampler.set_epoch(epoch)
-        sampler.set_start(epoch_iter * opt.batchSize)
-        lr = trainer.update_learning_rate(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", disable=not is_main,
-                   initial=epoch_iter, total=epoch_iter + len(loader), dynamic_ncols=True)
-        tick = time.perf_counter()
-        for batch in bar:
-            generator = torch.Generator().manual_seed(pose_seed(opt.seed, rank, iteration))
-            pair = model.make_pair(batch, generator)
-            losses, fake = trainer.step(pair)
-            iteration += 1
-            epoch_iter += 1
-            if is_main:
-                now = time.perf_counter()
-                ips = opt.batchSize * world / max(now - tick, 1e-9)
-                tick = now
-                if not all(np.isfinite(v) for v in losses.values()):
-                    print(f"warning: non-finite loss at iteration {iteration}: {losses}",
-                          file=sys.stderr)
-                if iteration % opt.print_freq == 0 or iteration == 1:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-                    vis.loss_line(epoch, iteration, losses)
-                    vis.scalars({**{f"loss/{k}": v for k, v in losses.items()},
-                                 "lr": lr, "images_per_s": ips}, iteration)
-                if iteration % opt.display_freq == 0 or iteration == 1:
-                    vis.images({"input": pair["input"], "rotated": pair["rotated"],
-                                "output": fake, "real": pair["real"]}, epoch, iteration)
-            if iteration % opt.save_latest_freq == 0:
-                save("latest", epoch, epoch_iter)
-            if (opt.max_iters and iteration >= opt.max_iters) or stop.stop:
-                save("latest", epoch, epoch_iter)
-                finished = True
-                break
-        else:
-            epoch_iter = 0
-            if epoch % opt.save_epoch_freq == 0 or epoch == total_epochs:
-                save(str(epoch), epoch + 1, 0)
-            save("latest", epoch + 1, 0)
-            epoch += 1
-    if is_main:
-        vis.close()
-        print(f"stopped at epoch {epoch}, iteration {iteration}; checkpoints in {run_dir}")
-    return 0
+    # ------------------------------------------------------------------------------ training
+    def train(self) -> int:
+        opt, model, trainer = self.opt, self.model, self.trainer
+        total_epochs = opt.niter + opt.niter_decay
+        if opt.max_iters and self.iteration >= opt.max_iters:
+            if self.is_main:
+                print(f"nothing to do: iteration {self.iteration} >= --max_iters {opt.max_iters}")
+                self.vis.close()
+            return 0
+        sampler = self.loader.sampler
+        first = self.iteration + 1
+        window = dict(images=0, render=0.0, step=0.0, start=time.perf_counter())
+        finished = False
+        with StopFlag() as stop:
+            while self.epoch <= total_epochs and not finished:
+                sampler.set_epoch(self.epoch)
+                sampler.set_start(self.epoch_iter * opt.batchSize)
+                trainer.update_learning_rate(self.epoch)
+                bar = tqdm(self.loader, desc=f"epoch {self.epoch}/{total_epochs}",
+                           disable=not self.is_main, initial=self.epoch_iter,
+                           total=self.epoch_iter + len(self.loader), dynamic_ncols=True)
+                for batch in bar:
+                    t0 = time.perf_counter()
+                    generator = torch.Generator().manual_seed(
+                        pose_seed(opt.seed, self.rank, self.iteration))
+                    pair = model.make_pair(batch, generator)
+                    t1 = time.perf_counter()
+                    losses, fake = trainer.step(pair)
+                    window["render"] += t1 - t0
+                    window["step"] += time.perf_counter() - t1
+                    window["images"] += batch["image"].shape[0] * self.world
+                    self.iteration += 1
+                    self.epoch_iter += 1
+                    if self.is_main:
+                        self.log(bar, losses, pair, fake, window, first)
+                    saved = False
+                    if self.iteration % opt.save_latest_freq == 0:
+                        self.save("latest", self.epoch, self.epoch_iter)
+                        saved = True
+                    stop_now = any_rank(stop.stop, self.world, self.device)
+                    if (opt.max_iters and self.iteration >= opt.max_iters) or stop_now:
+                        if not saved:
+                            self.save("latest", self.epoch, self.epoch_iter)
+                        finished = True
+                        break
+                else:
+                    bar.close()
+                    self.epoch_iter = 0
+                    if self.epoch % opt.save_epoch_freq == 0 or self.epoch == total_epochs:
+                        self.save(str(self.epoch), self.epoch + 1, 0)
+                        self.save("latest", self.epoch + 1, 0)
+                    self.epoch += 1
+                bar.close()
+        self.finish()
+        return 0
+
+    def log(self, bar, losses, pair, fake, window, first):
+        opt, it = self.opt, self.iteration
+        if not all(np.isfinite(v) for v in losses.values()):
+            print(f"warning: non-finite loss at iteration {it}: {losses}", file=sys.stderr)
+        if it % opt.print_freq == 0 or it == first:
+            n_iter = max(1, it - window.get("iteration", it - 1))
+            elapsed = max(time.perf_counter() - window["start"], 1e-9)
+            ips = window["images"] / elapsed
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            lrs = self.trainer.learning_rates()
+            self.vis.loss_line(self.epoch, it, losses)
+            self.vis.scalars({**{f"loss/{k}": v for k, v in losses.items()},
+                              "lr/G": lrs["G"], "lr/D": lrs["D"],
+                              "speed/images_per_s": ips, "speed/iters_per_s": n_iter / elapsed,
+                              "speed/render_s": window["render"] / n_iter,
+                              "speed/step_s": window["step"] / n_iter}, it)
+            window.update(images=0, render=0.0, step=0.0, start=time.perf_counter(),
+                          iteration=it)
+        if it % opt.display_freq == 0 or it == first:
+            self.vis.images({"input": pair["input"], "rotated": pair["rotated"],
+                             "output": fake, "real": pair["real"]}, self.epoch, it)
+            self.vis.flush()
+
+    def finish(self):
+        hash_dir = os.environ.get(HASH_ENV)
+        if hash_dir:
+            os.makedirs(hash_dir, exist_ok=True)
+            with open(os.path.join(hash_dir, f"rank{self.rank}.json"), "w") as f:
+                json.dump({"iteration": self.iteration,
+                           **weights_digest(self.model, self.trainer.net_names())}, f)
+        if self.is_main:
+            self.vis.close()
+            print(f"stopped at epoch {self.epoch}, iteration {self.iteration}; checkpoints in "
+                  f"{self.run_dir}")
 
 
 if __name__ == "__main__":

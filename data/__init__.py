@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from data.allface_dataset import AllFaceDataset, DatasetError
+from data.registry import adhoc_dataset, dataset_names, get_dataset
 
 DATASET_MODES = {"allface": AllFaceDataset}
 
 __all__ = ["DATASET_MODES", "AllFaceDataset", "DatasetError", "ResumableSampler",
-           "create_dataloader", "find_dataset_class"]
+           "create_dataloader", "create_dataset", "find_dataset_class"]
 
 
 def find_dataset_class(mode: str):
@@ -39,12 +40,27 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-def create_dataloader(opt, rank: int = 0, world_size: int = 1):
-    dataset = find_dataset_class(opt.dataset_mode)(opt)
+def create_dataset(opt):
+    """The dataset of ``--dataroot DIR``, else of ``--dataset NAME[,NAME2...]`` (several
+    names are concatenated in the order given; --max_dataset_size applies to each)."""
+    cls = find_dataset_class(opt.dataset_mode)
+    if opt.dataroot:
+        return cls(opt, adhoc_dataset(opt.dataroot), opt.dataroot)
+    names = dataset_names(opt.dataset)
+    entries = [get_dataset(n) for n in names]  # every name is checked before any fitting
+    parts = [cls(opt, entry, name) for name, entry in zip(names, entries)]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def create_dataloader(opt, rank: int = 0, world_size: int = 1, dataset=None):
+    """Shuffled (seeded per epoch) batches of this process's shard. The loader draws its
+    worker seeds from its own generator, so the global RNG is not touched by iterating."""
+    dataset = create_dataset(opt) if dataset is None else dataset
     sampler = ResumableSampler(dataset, world_size, rank, shuffle=not opt.serial_batches,
                                seed=opt.seed)
     loader = DataLoader(dataset, batch_size=opt.batchSize, sampler=sampler,
                         num_workers=opt.nThreads, drop_last=False,
                         pin_memory=torch.cuda.is_available(),
-                        persistent_workers=opt.nThreads > 0)
+                        persistent_workers=opt.nThreads > 0,
+                        generator=torch.Generator().manual_seed(opt.seed + rank))
     return loader

@@ -44,10 +44,13 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
         materialize_examples(entry["prefix"])
     if not os.path.isdir(entry["prefix"]):
         raise DatasetError(f"dataset {name!r}: image folder not found: {entry['prefix']}")
-    if os.path.exists(entry["file_list"]):
+    if os.path.exists(entry["file_list"]) and not entry.get("relist"):
         relpaths = read_list(entry["file_list"])
     else:
         relpaths = list_folder(entry["prefix"], entry["fits_dir"])
+        if not relpaths:
+            raise DatasetError(f"dataset {name!r}: no photos ({', '.join(IMAGE_EXTENSIONS)}) "
+                               f"under {entry['prefix']}")
         os.makedirs(os.path.dirname(entry["file_list"]), exist_ok=True)
         with open(entry["file_list"], "w") as f:
             f.write("".join(r + "\n" for r in relpaths))
@@ -93,7 +96,7 @@ class AllFaceDataset(Dataset):
 
     def __init__(self, opt, entry: dict | None = None, name: str | None = None):
         self.crop_size = opt.crop_size
-        if entry is None:
+        if entry is None:  # one dataset from the options (several: data.create_dataset)
             if opt.dataroot:
                 entry, name = adhoc_dataset(opt.dataroot), opt.dataroot
             else:

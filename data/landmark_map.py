@@ -3,6 +3,8 @@
 The 68 iBUG landmarks are drawn as curves, one channel per facial part (jaw, brows, nose,
 eyes, mouth), either blurred into heatmaps of width ``--heatmap_size`` or, with
 ``--no_gaussian_landmark``, as hard 1-px lines.
+
+``label_mask`` is the region that ``--label_mask`` blanks in the generator's input render.
 """
 
 from __future__ import annotations
@@ -43,4 +45,28 @@ def landmark_map(landmarks, size: int, label_nc: int = NUM_PARTS, heatmap_size: 
             for c in range(label_nc):
                 blurred = cv2.GaussianBlur(out[b, c], (0, 0), heatmap_size)
                 out[b, c] = blurred / max(float(blurred.max()), 1e-6)
+    return torch.from_numpy(out).to(device)
+
+
+# The curves the original's --label_mask cut out of the render: the chin (jaw points 7-9)
+# and the lower nose (31-35), where the rendered mesh is least reliable.
+_MASK_CURVES = ((7, 9), (31, 35))
+
+
+def label_mask(landmarks, size: int, radius: float) -> torch.Tensor:
+    """(B, 68, 2) pixel landmarks -> (B, 1, size, size) bool: pixels closer than ``radius``
+    px to the chin or lower-nose curve (``--label_mask``; radius = 3 * --heatmap_size, the
+    support of the original's Gaussian curve heatmaps)."""
+    device = landmarks.device if isinstance(landmarks, torch.Tensor) else "cpu"
+    pts = torch.as_tensor(landmarks).detach().float().cpu().numpy()
+    if pts.ndim != 3 or pts.shape[1:] != (68, 2):
+        raise ValueError(f"landmarks must be (B, 68, 2), got {tuple(pts.shape)}")
+    out = np.zeros((len(pts), 1, size, size), bool)
+    shift = 4
+    for b, p in enumerate(np.round((pts - 0.5) * (1 << shift)).astype(np.int32)):
+        curves = np.full((size, size), 255, np.uint8)
+        for lo, hi in _MASK_CURVES:
+            cv2.polylines(curves, [p[lo:hi + 1]], False, 0, 1, cv2.LINE_8, shift)
+        dist = cv2.distanceTransform(curves, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        out[b, 0] = dist < radius
     return torch.from_numpy(out).to(device)

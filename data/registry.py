@@ -7,11 +7,14 @@ Each entry, as in the original Rotate-and-Render:
   landmark_list ``realign_lmk`` written by the fitting step (5 alignment points per image);
   fits_dir      where ``3ddfa/inference.py`` wrote (or will write) the fit files;
   folder_level  how many trailing path components name an output (1: file name, 2:
-                identity/file), so results of different identities do not collide.
+                identity/file), so results of different identities do not collide;
+  relist        (optional) list the folder anew each time instead of trusting file_list.
 Relative paths are relative to the repository root. Images without a fit are fitted on
 first use (``prepare_dataset``), so a new folder works out of the box.
 
-``--dataroot DIR`` uses an ad-hoc folder of photos instead (fits in ``DIR/fits``).
+``--dataset`` takes one name or several, comma-separated (``example,lfw``): their photos
+are concatenated. ``--dataroot DIR`` uses an ad-hoc folder of photos instead (fits in
+``DIR/fits``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ def resolve(entry: dict) -> dict:
     return out
 
 
+def dataset_names(spec: str) -> list[str]:
+    """``--dataset`` value -> registry names: comma-separated, blanks and repeats dropped."""
+    names = []
+    for n in spec.split(","):
+        n = n.strip()
+        if n and n not in names:
+            names.append(n)
+    if not names:
+        raise ValueError(f"--dataset {spec!r} names no dataset; choose from: "
+                         f"{', '.join(DATASETS)}")
+    return names
+
+
 def get_dataset(name: str) -> dict:
     if name not in DATASETS:
         raise ValueError(f"unknown --dataset {name!r}; choose one of: {', '.join(DATASETS)} "
@@ -58,4 +74,5 @@ def adhoc_dataset(dataroot: str) -> dict:
     root = os.path.abspath(dataroot)
     return dict(prefix=root, file_list=os.path.join(root, "fits", "file_list.txt"),
                 landmark_list=os.path.join(root, "fits", "realign_lmk"),
-                fits_dir=os.path.join(root, "fits"), folder_level=1)
+                fits_dir=os.path.join(root, "fits"), folder_level=1,
+                relist=True)  # list the folder every time: photos may have been added

@@ -8,8 +8,15 @@ what the generator and discriminators are conditioned on.
   generator_rotated     G(render at the random pose b) judged by D_rotate (no ground truth).
   discriminator         D on real vs G's (detached) output.
   discriminator_rotated D_rotate on real vs G's output at pose b.
-  inference             G(data['input'], landmark map of data['landmarks']) -> image.
+  inference             G(data['input'], landmark map of data['landmarks']) -> image;
+                        with --label_mask, optional data['source_yaw'] (B,) in degrees
+                        skips the mask for near-frontal sources, as the original did.
 ``data`` for the first four is the dict made by ``make_pair`` from a dataset batch.
+
+The discriminators see the condition (the render G repairs), the image and, for
+rotatespade, the landmark map; fake and real go through D as one batch (as in SPADE), so
+batch-norm statistics are shared. Discriminator losses are weighted by --lambda_D /
+--lambda_rotate_D like the generator's adversarial terms, as in the original.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data.landmark_map import landmark_map
+from data.landmark_map import label_mask, landmark_map
 from models import networks
 from models.networks.render import FaceMesh, sample_target_poses, training_pair
 
@@ -25,6 +32,10 @@ from models.networks.render import FaceMesh, sample_target_poses, training_pair
 def _unwrap(net: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (used where no gradient sync is wanted)."""
     return getattr(net, "module", net)
+
+
+# The original skipped --label_mask at test time for sources within 0.255 rad of frontal.
+LABEL_MASK_MIN_YAW = 14.6
 
 
 class RotateModel(nn.Module):
@@ -40,7 +51,11 @@ class RotateModel(nn.Module):
         super().__init__()
         self.opt = opt
         self.netG = networks.define_G(opt)
+        # The SPADE generator needs a landmark map whichever --model asked for it.
+        self.uses_landmarks = (type(self).uses_landmarks
+                               or isinstance(self.netG, networks.RotateSPADEGenerator))
         self.mesh = FaceMesh.mediapipe()
+        self.netD = self.netD_rotate = None
         if opt.is_train:
             d_in = 3 + 3 + (opt.label_nc if self.uses_landmarks else 0)
             self.netD = networks.define_D(opt, d_in)
@@ -66,6 +81,17 @@ class RotateModel(nn.Module):
         return landmark_map(landmarks, size, self.opt.label_nc, self.opt.heatmap_size,
                             gaussian=not self.opt.no_gaussian_landmark)
 
+    def apply_label_mask(self, image, landmarks, keep=None):
+        """--label_mask: ``image`` with the chin / lower-nose region of ``landmarks`` set to 0;
+        ``keep`` (B,) bool leaves those photos untouched. Without --label_mask: ``image``."""
+        if not getattr(self.opt, "label_mask", False):
+            return image
+        region = label_mask(landmarks, image.shape[-1], 3 * self.opt.heatmap_size)
+        region = region.to(image.device)
+        if keep is not None:
+            region = region & ~keep.to(image.device).view(-1, 1, 1, 1)
+        return image.masked_fill(region, 0.0)
+
     @torch.no_grad()
     def make_pair(self, batch: dict, generator: torch.Generator) -> dict:
         """Render the self-supervised training pair of a dataset batch on the model's device.
@@ -82,6 +108,12 @@ class RotateModel(nn.Module):
         size = b["image"].shape[-1]
         pair["seg"] = self.seg(pair["landmarks_a"], size)
         pair["seg_b"] = self.seg(pair["landmarks_b"], size)
+        if self.opt.label_mask:
+            # The original masks a random half of the photos (drawn after the poses, so the
+            # poses do not depend on this flag).
+            keep = torch.rand(len(yaw_b), generator=generator) < 0.5
+            pair["input"] = self.apply_label_mask(pair["input"], pair["landmarks_a"], keep)
+            pair["rotated"] = self.apply_label_mask(pair["rotated"], pair["landmarks_b"], keep)
         return pair
 
     # ---------------------------------------------------------------------------- forward
@@ -91,14 +123,20 @@ class RotateModel(nn.Module):
         if mode == "generator_rotated":
             return self.generator_rotated_loss(data)
         if mode == "discriminator":
-            return self.discriminator_loss(data["input"], data["seg"], data["real"], self.netD)
+            return self.discriminator_loss(data["input"], data["seg"], data["real"], self.netD,
+                                           "D", self.opt.lambda_D)
         if mode == "discriminator_rotated":
             return self.discriminator_loss(data["rotated"], data["seg_b"], data["real"],
-                                           self.netD_rotate, "D_rotate")
+                                           self.netD_rotate, "D_rotate", self.opt.lambda_rotate_D)
         if mode == "inference":
             with torch.no_grad():
-                size = data["input"].shape[-1]
-                return self.netG(data["input"], self.seg(data["landmarks"], size))
+                image = data["input"]
+                if self.opt.label_mask:
+                    keep = None
+                    if data.get("source_yaw") is not None:
+                        keep = torch.as_tensor(data["source_yaw"]).abs() < LABEL_MASK_MIN_YAW
+                    image = self.apply_label_mask(image, data["landmarks"], keep)
+                return self.netG(image, self.seg(data["landmarks"], image.shape[-1]))
         raise ValueError(f"unknown mode {mode!r}; choose generator, generator_rotated, "
                          "discriminator, discriminator_rotated or inference")
 
@@ -131,13 +169,17 @@ class RotateModel(nn.Module):
         loss = self.criterion_gan(pred, True, for_discriminator=False) * self.opt.lambda_rotate_D
         return {"G_rotate_GAN": loss}, fake
 
-    def discriminator_loss(self, condition, seg, real, netD, prefix="D"):
+    def discriminator_loss(self, condition, seg, real, netD, prefix="D", weight=1.0):
         with torch.no_grad():
-            fake = self.netG(condition, seg).detach()
-        pred_fake = netD(self._d_input(condition, seg, fake))
-        pred_real = netD(self._d_input(condition, seg, real))
-        return {f"{prefix}_fake": self.criterion_gan(pred_fake, False),
-                f"{prefix}_real": self.criterion_gan(pred_real, True)}
+            # G is only evaluated here: the unwrapped module skips DDP's bookkeeping.
+            fake = _unwrap(self.netG)(condition, seg).detach()
+        n = fake.shape[0]
+        pred = netD(torch.cat([self._d_input(condition, seg, fake),
+                               self._d_input(condition, seg, real)], 0))
+        pred_fake = [[f[:n] for f in scale] for scale in pred]
+        pred_real = [[f[n:] for f in scale] for scale in pred]
+        return {f"{prefix}_fake": self.criterion_gan(pred_fake, False) * weight,
+                f"{prefix}_real": self.criterion_gan(pred_real, True) * weight}
 
 
 class RotateSPADEModel(RotateModel):

@@ -70,6 +70,12 @@ class BaseOptions:
                        help="width (Gaussian sigma, px) of the landmark heatmaps")
         p.add_argument("--no_gaussian_landmark", action="store_true",
                        help="draw landmark curves as hard 1-px lines instead of heatmaps")
+        p.add_argument("--label_mask", action="store_true",
+                       help="as the original's --label_mask: blank (set to 0) the generator's "
+                            "input render within 3*--heatmap_size px of the target pose's "
+                            "chin and lower-nose landmark curves, which tells G where they "
+                            "are; in training on a random half of the photos, at test time "
+                            "unless the source face is near-frontal (|yaw| < 14.6 degrees)")
         p.add_argument("--erode_kernel", type=int, default=19,
                        help="erode the rendered face mask by this many pixels (odd) so the "
                             "blurry mesh border does not leak into the input")

@@ -58,9 +58,14 @@ def lfw_paths(lfw_dir) -> list[Path]:
     return paths
 
 
-def lfw_sample(paths: list[Path], n: int, seed: int) -> list[Path]:
-    """``n`` photos drawn without replacement with a fixed seed, in drawn order."""
+@pytest.fixture(scope="session")
+def lfw_sample(lfw_paths):
+    """``lfw_sample(n, seed)``: ``n`` LFW photos drawn without replacement with a fixed seed."""
     import numpy as np
 
-    idx = np.random.default_rng(seed).choice(len(paths), min(n, len(paths)), replace=False)
-    return [paths[i] for i in idx]
+    def sample(n: int, seed: int) -> list[Path]:
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(lfw_paths), min(n, len(lfw_paths)), replace=False)
+        return [lfw_paths[i] for i in idx]
+
+    return sample

@@ -1,16 +1,41 @@
 """The optimisation step: one generator step (+ the rotated-mesh step), then D steps.
 
-Owns the optimisers (TTUR: G at lr/2, D at lr*2 unless --no_TTUR, as in SPADE), the linear
-learning-rate decay over --niter_decay epochs, DDP wrapping, and checkpoint state.
+Owns the optimisers (TTUR: G at lr/2, D at lr*2 unless --no_TTUR, as in SPADE; Adam's
+betas default to TTUR's (0, 0.9)), the learning-rate schedule, DDP wrapping, and the nets' and
+optimisers' part of a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.rotate_model import _unwrap
 from util.checkpoint import CheckpointError, load_net
+
+
+# No buffer broadcast before every forward (newer torch renamed the switch).
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                   else {"broadcast_buffers": False})
+
+
+@contextlib.contextmanager
+def frozen(*nets):
+    """Parameters of ``nets`` need no gradient inside the block (D during the G step: its
+    weight gradients would be computed and thrown away)."""
+    params = [p for n in nets if n is not None for p in n.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class Trainer:
@@ -21,8 +46,14 @@ class Trainer:
         if distributed:
             ids = [device.index] if device.type == "cuda" else None
             for name in self.net_names():
-                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name))
-                setattr(model, name, DDP(net, device_ids=ids, broadcast_buffers=False))
+                net = getattr(model, name)
+                if device.type == "cuda":  # SyncBatchNorm has no CPU kernels
+                    net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                # Rank 0's buffers (spectral norm's power-iteration vectors) everywhere once;
+                # they then evolve identically. DDP copies only the parameters here.
+                for buf in net.buffers():
+                    dist.broadcast(buf.data, 0)
+                setattr(model, name, DDP(net, device_ids=ids, **_NO_BUFFER_SYNC))
         lr_g, lr_d = (opt.lr, opt.lr) if opt.no_TTUR else (opt.lr / 2, opt.lr * 2)
         betas = (opt.beta1, opt.beta2)
         self.optimizers = {"G": torch.optim.Adam(model.netG.parameters(), lr=lr_g, betas=betas)}
@@ -36,40 +67,63 @@ class Trainer:
         return ["netG", "netD"] + (["netD_rotate"] if self.model.netD_rotate is not None else [])
 
     # ------------------------------------------------------------------------------ steps
-    def step(self, pair: dict) -> tuple[dict[str, float], torch.Tensor]:
-        """One iteration on a rendered pair; returns the loss values and G's output."""
+    def generator_step(self, pair: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         opt, model = self.opt, self.model
-        g_opt, d_opt = self.optimizers["G"], self.optimizers["D"]
+        g_opt = self.optimizers["G"]
         g_opt.zero_grad(set_to_none=True)
-        losses, fake = model(pair, "generator")
-        sum(losses.values()).backward()
-        if opt.train_rotate:
-            # A separate backward per forward: DDP syncs each pass on its own.
-            rot_losses, _ = model(pair, "generator_rotated")
-            sum(rot_losses.values()).backward()
-            losses.update(rot_losses)
-        g_opt.step()
-        for _ in range(opt.D_steps_per_G):
-            d_opt.zero_grad(set_to_none=True)
-            d_losses = model(pair, "discriminator")
+        with frozen(model.netD, model.netD_rotate):
+            losses, fake = model(pair, "generator")
+            sum(losses.values()).backward()
             if opt.train_rotate:
-                d_losses.update(model(pair, "discriminator_rotated"))
-            sum(d_losses.values()).backward()
-            d_opt.step()
+                # A separate backward per forward: DDP syncs each pass on its own.
+                rot_losses, _ = model(pair, "generator_rotated")
+                sum(rot_losses.values()).backward()
+                losses.update(rot_losses)
+        g_opt.step()
+        return losses, fake
+
+    def discriminator_step(self, pair: dict) -> dict[str, torch.Tensor]:
+        d_opt = self.optimizers["D"]
+        d_opt.zero_grad(set_to_none=True)
+        losses = self.model(pair, "discriminator")
+        if self.opt.train_rotate:
+            losses.update(self.model(pair, "discriminator_rotated"))
+        sum(losses.values()).backward()
+        d_opt.step()
+        return losses
+
+    def step(self, pair: dict) -> tuple[dict[str, float], torch.Tensor]:
+        """One iteration on a rendered pair: a G step, then --D_steps_per_G D steps (D sees
+        the updated G, as in SPADE). Returns the loss values and G's output (before its
+        update)."""
+        losses, fake = self.generator_step(pair)
+        for _ in range(self.opt.D_steps_per_G):
+            d_losses = self.discriminator_step(pair)
         losses.update(d_losses)
         values = {k: float(v.detach()) for k, v in losses.items()}
         return values, fake.detach()
 
-    def update_learning_rate(self, epoch: int) -> float:
-        """Linear decay to zero over the --niter_decay epochs after --niter (1-based epochs);
-        returns the generator's learning rate."""
+    def lr_factor(self, epoch: int) -> float:
+        """Learning-rate multiplier in (1-based) ``epoch``, as in SPADE / the original: full
+        rate for --niter epochs; after each later epoch it drops by 1/--niter_decay, so the
+        last epoch runs at 1/niter_decay and the rate would reach zero after it."""
         opt = self.opt
-        done = max(0, epoch - opt.niter)
-        factor = 1.0 - done / (opt.niter_decay + 1) if opt.niter_decay > 0 else 1.0
+        if opt.niter_decay <= 0:
+            return 1.0
+        done = max(0, epoch - 1 - opt.niter)
+        return max(0.0, 1.0 - done / opt.niter_decay)
+
+    def update_learning_rate(self, epoch: int) -> float:
+        """Set the rates for ``epoch`` (idempotent, so resuming mid-schedule is exact);
+        returns the generator's learning rate."""
+        factor = self.lr_factor(epoch)
         for name, o in self.optimizers.items():
             for group in o.param_groups:
                 group["lr"] = self.base_lr[name] * factor
         return self.optimizers["G"].param_groups[0]["lr"]
+
+    def learning_rates(self) -> dict[str, float]:
+        return {name: o.param_groups[0]["lr"] for name, o in self.optimizers.items()}
 
     # -------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict:

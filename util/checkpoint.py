@@ -2,14 +2,17 @@
 
 A checkpoint is a dict: ``nets`` (name -> state_dict), ``optimizers`` (name -> state_dict),
 ``iteration``, ``epoch``, ``epoch_iter`` (batches done in that epoch), ``options`` (a plain
-dict) and ``rng`` (torch CPU/CUDA generator states), so resuming is exact.
+dict) and ``rng`` (``rng_state()``: torch CPU and CUDA, NumPy and Python generator states,
+plus ``ranks``: those of every DDP process), so resuming is exact.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 
+import numpy as np
 import torch
 
 
@@ -73,3 +76,28 @@ def load_net(net: torch.nn.Module, state_dict: dict, name: str, path: str) -> No
 def checkpoint_path(opt, which: str | int | None = None) -> str:
     which = opt.which_epoch if which is None else which
     return os.path.join(opt.checkpoints_dir, opt.name, f"{which}.pt")
+
+
+def rng_state() -> dict:
+    """This process's random generator states, in types ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state()`` captured (older checkpoints hold only ``torch``)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["cached"]))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))

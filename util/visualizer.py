@@ -4,20 +4,34 @@ also go to an HTML page (``<run>/web/index.html``) and the loss lines to ``loss_
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections import defaultdict
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from util.html import HTMLPage
+
+_IMAGE_NAME = re.compile(r"epoch(\d+)_iter(\d+)_(.+)\.png$")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
     return x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+
+
+def image_row(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (H, B*W + 2*(B-1), 3) uint8, side by side with 2-px gaps
+    (what torchvision's make_grid would give, without importing torchvision)."""
+    x = to_uint8(images)
+    gap = np.full((x.shape[1], 2, 3), 255, np.uint8)
+    parts = []
+    for i, im in enumerate(x):
+        parts += ([gap] if i else []) + [im]
+    return np.concatenate(parts, 1)
 
 
 class Visualizer:
@@ -29,9 +43,21 @@ class Visualizer:
         self.writer = SummaryWriter(os.path.join(run_dir, "logs"))
         self.web_dir = os.path.join(run_dir, "web")
         self.log_path = os.path.join(run_dir, "loss_log.txt")
-        self.shown: list[tuple[int, int, list[str]]] = []  # (epoch, iteration, image files)
+        # (epoch, iteration, {visual: image file}) of every display step, also those of
+        # earlier runs of this experiment (--continue_train keeps the page's history).
+        self.shown: list[tuple[int, int, dict[str, str]]] = self._earlier_images()
         with open(self.log_path, "a") as f:
             f.write(f"================ Training ({time.strftime('%c')}) ================\n")
+
+    def _earlier_images(self):
+        img_dir = os.path.join(self.web_dir, "images")
+        steps = defaultdict(dict)
+        if os.path.isdir(img_dir):
+            for fname in sorted(os.listdir(img_dir)):
+                m = _IMAGE_NAME.match(fname)
+                if m:
+                    steps[(int(m[1]), int(m[2]))][m[3]] = os.path.join(img_dir, fname)
+        return [(e, it, files) for (e, it), files in sorted(steps.items(), key=lambda k: k[0][1])]
 
     def scalars(self, values: dict[str, float], iteration: int):
         for k, v in values.items():
@@ -48,27 +74,30 @@ class Visualizer:
         """One grid per visual in tensorboard; one row per display step on the HTML page.
         ``visuals``: name -> (B, 3, H, W) images in [-1, 1]."""
         n = min(4, next(iter(visuals.values())).shape[0])
-        files = []
+        files = {}
         img_dir = os.path.join(self.web_dir, "images")
         os.makedirs(img_dir, exist_ok=True)
         for name, t in visuals.items():
-            grid = make_grid(t[:n].detach().float().cpu().clamp(-1, 1), nrow=n,
-                             normalize=True, value_range=(-1, 1))
-            self.writer.add_image(name, grid, iteration)
-            path = os.path.join(img_dir, f"iter{iteration:08d}_{name}.png")
+            row = image_row(t[:n])
+            self.writer.add_image(f"images/{name}", row, iteration, dataformats="HWC")
+            path = os.path.join(img_dir, f"epoch{epoch:03d}_iter{iteration:08d}_{name}.png")
+            # On the page the photos of a batch are stacked in one column per visual.
             Image.fromarray(to_uint8(t[:n]).reshape(-1, t.shape[-1], 3)).save(path)
-            files.append(path)
-        self.shown.append((epoch, iteration, files))
+            files[name] = path
+        self.shown = [s for s in self.shown if s[1] != iteration] + [(epoch, iteration, files)]
         if not self.opt.no_html:
             self.write_html(list(visuals))
 
     def write_html(self, names: list[str]):
         page = HTMLPage(self.web_dir, f"Experiment {self.opt.name}", refresh=60)
         page.text("Each column stacks the first photos of the batch; newest step first.")
-        rows = [[(f, f"{names[i]} (epoch {e}, iter {it})") for i, f in enumerate(files)]
+        rows = [[(files.get(n), f"{n} (epoch {e}, iter {it})") for n in names]
                 for e, it, files in reversed(self.shown)]
         page.table(names, rows, width=160)
         page.save()
+
+    def flush(self):
+        self.writer.flush()
 
     def close(self):
         self.writer.close()

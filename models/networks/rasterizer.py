@@ -70,6 +70,7 @@ MAX_SIZE = 1 << 20  # image height/width limit, for the same reason
 _EMPTY = torch.iinfo(torch.int64).max
 _LOW32 = 0xFFFFFFFF
 _FLT_MAX = torch.finfo(torch.float32).max
+_INVALID = torch.iinfo(torch.int32).min  # fixed-point x, y of an unusable vertex
 
 
 @dataclass
@@ -131,142 +132,210 @@ def _validate(vertices, faces, height, width, max_chunk_pixels):
     return vertices, faces, height, width
 
 
-def _expand(counts: torch.Tensor, cum: torch.Tensor, start: int, stop: int):
-    """Elements ``[start, stop)`` of the virtual list where owner k appears counts[k] times.
+def _expand(counts, excl, incl, total, start, stop):
+    """Elements ``[start, stop)`` of the virtual list in which owner k appears counts[k] times.
 
-    ``cum`` is the inclusive cumulative sum of ``counts``. Returns (owner, offset) with offset
-    the element's position inside its owner's run. Lets every chunk of a huge expansion be
-    built without materialising the whole expansion.
+    ``incl``/``excl`` are the inclusive/exclusive cumulative sums of ``counts`` and ``total``
+    their sum. Returns (owner, offset), offset being the element's position within its
+    owner's run. Lets a huge expansion be processed in chunks without materialising it.
     """
     device = counts.device
-    n = counts.shape[0]
-    if start == 0 and stop == int(cum[-1]):
-        owner = torch.repeat_interleave(counts, output_size=stop)
+    if start == 0 and stop == total:
+        owner = torch.repeat_interleave(counts, output_size=total)
     else:
-        bounds = torch.tensor([start, stop - 1], device=device, dtype=cum.dtype)
-        k0, k1 = torch.searchsorted(cum, bounds, right=True).tolist()
-        k1 = min(k1 + 1, n)
+        bounds = torch.tensor([start, stop - 1], device=device, dtype=incl.dtype)
+        k0, k1 = torch.searchsorted(incl, bounds, right=True).tolist()
+        k1 += 1
+        first, last = torch.stack([excl[k0], incl[k1 - 1]]).tolist()
         sub = counts[k0:k1].clone()
-        sub[0] -= start - int(cum[k0] - counts[k0])
-        sub[-1] -= int(cum[k1 - 1]) - stop
+        sub[0] -= start - first
+        sub[-1] -= last - stop
         owner = torch.repeat_interleave(torch.arange(k0, k1, device=device), sub,
                                         output_size=stop - start)
-    offset = torch.arange(start, stop, device=device) - (cum - counts)[owner]
+    offset = torch.arange(start, stop, device=device) - excl.index_select(0, owner)
     return owner, offset
 
 
-def _snap(coord: torch.Tensor) -> torch.Tensor:
-    return torch.round(coord.double() * _ONE).long()
+def _snap_vertices(verts_flat: torch.Tensor):
+    """Fixed-point x, y (int32, 1/256 px; _INVALID where unusable) and z of every vertex."""
+    ok = torch.isfinite(verts_flat).all(1) & (verts_flat[:, :2].abs() <= MAX_COORD).all(1)
+    # The fill keeps NaN/inf out of the float -> int conversion and marks the vertex.
+    xy = torch.round(verts_flat[:, :2].double() * _ONE).masked_fill_(~ok[:, None], _INVALID)
+    xy = xy.int()
+    return xy[:, 0].contiguous(), xy[:, 1].contiguous(), verts_flat[:, 2].contiguous()
 
 
-def _raster_triangles(zbuf, verts_flat, faces, t0, t1, num_faces, num_verts, height, width,
-                      cull_backfaces, chunk):
-    """Z-buffer the flat triangles ``[t0, t1)`` (index ``b * F + f``) into ``zbuf``."""
-    device = verts_flat.device
-    t = torch.arange(t0, t1, device=device)
-    batch = torch.div(t, num_faces, rounding_mode="floor")
-    face = t - batch * num_faces
-    tv = verts_flat[faces[face] + (batch * num_verts).unsqueeze(1)]  # (T, 3, 3)
+def _min3(a, b, c):
+    return torch.minimum(torch.minimum(a, b), c)
 
-    xy = tv[..., :2]
-    valid = torch.isfinite(tv).all(2).all(1) & (xy.abs() <= MAX_COORD).all(2).all(1)
-    tv = torch.where(valid[:, None, None], tv, 0.0)  # keeps NaN out of the int conversion
-    X = _snap(tv[..., 0])
-    Y = _snap(tv[..., 1])
-    x0, x1, x2 = X.unbind(1)
-    y0, y1, y2 = Y.unbind(1)
-    area2 = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
 
-    # Range of pixel centres (_ONE * j + _HALF) inside the snapped bounding box.
-    cmin = ((X.amin(1) + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
-    cmax = ((X.amax(1) - _HALF) >> SUBPIXEL_BITS).clamp_max_(width - 1)
-    rmin = ((Y.amin(1) + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
-    rmax = ((Y.amax(1) - _HALF) >> SUBPIXEL_BITS).clamp_max_(height - 1)
-    keep = valid & (area2 != 0) & (cmax >= cmin) & (rmax >= rmin)
-    if cull_backfaces:
-        keep &= area2 < 0
+def _max3(a, b, c):
+    return torch.maximum(torch.maximum(a, b), c)
+
+
+def _take3(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Columns ``idx`` of a contiguous (3, n) tensor (1-D index_select is the fast gather)."""
+    n = a.shape[1]
+    flat = (idx.unsqueeze(0) + torch.arange(0, 3 * n, n, device=idx.device).unsqueeze(1))
+    return a.reshape(-1).index_select(0, flat.view(-1)).view(3, -1)
+
+
+def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, width,
+                  cull_backfaces, chunk):
+    """Z-buffer faces ``[f0, f1)`` of images ``[b0, b1)`` into ``zbuf``."""
+    device = zbuf.device
+    nf = f1 - f0
+    vid = faces_t[:, f0:f1]
+    if b1 - b0 > 1 or b0:
+        offs = torch.arange(b0, b1, device=device) * num_verts
+        vid = vid.unsqueeze(1) + offs.view(1, -1, 1)
+    vid = vid.reshape(3, -1)  # (corner, triangle), triangle t = (b - b0) * nf + (f - f0)
+    num_tris = vid.shape[1]
+
+    # Cheap int32 bounding-box pass over all triangles first: on dense meshes most
+    # triangles contain no pixel centre and never reach the int64 work below.
+    xi = X.index_select(0, vid.reshape(-1)).view(3, num_tris)
+    yi = Y.index_select(0, vid.reshape(-1)).view(3, num_tris)
+    xmin = _min3(xi[0], xi[1], xi[2])
+    ymin = _min3(yi[0], yi[1], yi[2])
+    # Pixel centres _ONE * j + _HALF with xmin <= centre < xmax (same for rows). The strict
+    # upper bound is exact, not a shortcut: a centre at the rightmost (bottom-most)
+    # coordinate lies on a right (bottom) edge or vertex, which the top-left rule excludes.
+    cmin = ((xmin + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
+    rmin = ((ymin + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
+    cmax = ((_max3(xi[0], xi[1], xi[2]) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(width - 1)
+    rmax = ((_max3(yi[0], yi[1], yi[2]) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(height - 1)
+    keep = (cmax >= cmin) & (rmax >= rmin) & (xmin != _INVALID)
     kept = keep.nonzero().squeeze(1)
     if kept.numel() == 0:
         return
 
-    X, Y, area2 = X[kept], Y[kept], area2[kept]
-    cmin, cmax, rmin, rmax = cmin[kept], cmax[kept], rmin[kept], rmax[kept]
-    z = tv[kept, :, 2].double()
-    face = face[kept]
-    pix_batch = batch[kept] * (height * width)
-    sign = torch.where(area2 > 0, 1, -1)
-    abs_area2 = (area2 * sign).double()
+    x = _take3(xi, kept).long()
+    y = _take3(yi, kept).long()
+    area2 = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+    good = (area2 < 0) if cull_backfaces else (area2 != 0)
+    if not bool(good.all()):
+        sel = good.nonzero().squeeze(1)
+        if sel.numel() == 0:
+            return
+        kept, area2 = kept.index_select(0, sel), area2.index_select(0, sel)
+        x, y = _take3(x, sel), _take3(y, sel)
+    n = kept.numel()
+    cmin, cmax, rmin, rmax = (v.index_select(0, kept).long() for v in (cmin, cmax, rmin, rmax))
+    z = Z.index_select(0, _take3(vid, kept).view(-1)).view(3, n).double()
+    if b1 - b0 > 1:
+        b_local = torch.div(kept, nf, rounding_mode="floor")
+        face = kept - b_local * nf + f0
+        pix_base = (b_local + b0) * (height * width) + rmin * width + cmin
+    else:
+        face = kept + f0
+        pix_base = rmin * width + cmin + b0 * height * width
 
     # Edge i is opposite vertex i. Multiplying by `sign` orients every triangle clockwise on
-    # screen (positive area), so "inside" is n_i >= 0 for all i, and the top-left rule can be
-    # read off the oriented edge direction alone.
-    # n_i(j, r) = colc_i * j + rowc_i * r + const_i, at pixel centre (j, r), minus the bias.
-    colc, rowc, const, bias = [], [], [], []
+    # screen (positive area), so inside is "n_i >= bias_i for all i" and the top-left rule
+    # can be read off the oriented edge direction alone. All relative to the bounding box's
+    # first pixel centre: n_i(dc, dr) = colc_i dc + rowc_i dr + n0_i.
+    sign = area2.sign()
+    ox = cmin * _ONE + _HALF
+    oy = rmin * _ONE + _HALF
+    fields = {k: [] for k in ("nr", "nc", "d", "lo", "hi", "n0", "colc", "rowc")}
     for s_idx, e_idx in ((1, 2), (2, 0), (0, 1)):
-        xs, ys = X[:, s_idx], Y[:, s_idx]
-        dx = (X[:, e_idx] - xs) * sign
-        dy = (Y[:, e_idx] - ys) * sign
-        top_left = (dy < 0) | ((dy == 0) & (dx > 0))
-        colc.append(dy * -_ONE)
-        rowc.append(dx * _ONE)
-        const.append(dx * (_HALF - ys) - dy * (_HALF - xs))
-        # Integer edge values: "> 0, or == 0 on a top/left edge" is ">= bias".
-        bias.append((~top_left).long())
-    colc = torch.stack(colc, 1)
-    rowc = torch.stack(rowc, 1)
-    const = torch.stack(const, 1)
-    bias = torch.stack(bias, 1)
+        xs, ys = x[s_idx], y[s_idx]
+        dx = (x[e_idx] - xs) * sign
+        dy = (y[e_idx] - ys) * sign
+        colc = dy * -_ONE
+        rowc = dx * _ONE
+        n0 = dx * (oy - ys) - dy * (ox - xs)
+        # Not top-left (bias 1) <=> dy > 0, or dy == 0 and dx < 0 <=> dy * 2**31 - dx > 0.
+        bias = ((dx - dy * (1 << 31)) >> 63) & 1
+        # Along a row the edge bounds the span from the left when colc > 0 ("lo" edge), from
+        # the right when colc < 0 ("hi"); horizontal edges never cut a row inside the strict
+        # bounding box. Solve colc dc + rhs >= bias (rhs = rowc dr + n0) exactly with one
+        # truncating division of a numerator that is non-negative whenever it matters:
+        #   lo edge: dc >= ceil((bias - rhs) / d)   = trunc((bias - rhs + d - 1) / d)
+        #   hi edge: dc <  floor((rhs - bias) / d) + 1 = trunc((rhs - bias + d) / d)
+        sg = colc.sign()
+        is_lo = sg.clamp_min(0)
+        is_hi = (-sg).clamp_min(0)
+        d = colc.abs().clamp_min_(1)
+        fields["nr"].append(-sg * rowc)
+        fields["nc"].append(-sg * (n0 - bias) + (is_lo + is_hi) * d - is_lo)
+        fields["d"].append(d)
+        fields["lo"].append(is_lo)
+        fields["hi"].append(is_hi)
+        fields["n0"].append(n0)
+        fields["colc"].append(colc)
+        fields["rowc"].append(rowc)
+    f = {k: torch.stack(v) for k, v in fields.items()}
 
-    # Depth plane relative to the bounding box's first pixel, where it is well conditioned:
-    # z = z0 + b1 (z1 - z0) + b2 (z2 - z0) with b_i = n_i / |A2|.
-    dz1 = (z[:, 1] - z[:, 0]) / abs_area2
-    dz2 = (z[:, 2] - z[:, 0]) / abs_area2
-    n_origin = colc[:, 1:] * cmin[:, None] + rowc[:, 1:] * rmin[:, None] + const[:, 1:]
-    z_origin = z[:, 0] + n_origin[:, 0].double() * dz1 + n_origin[:, 1].double() * dz2
-    z_col = colc[:, 1].double() * dz1 + colc[:, 2].double() * dz2
-    z_row = rowc[:, 1].double() * dz1 + rowc[:, 2].double() * dz2
-    const = const - bias
+    # Depth plane z = z0 + b1 (z1 - z0) + b2 (z2 - z0) with b_i = n_i / |A2|, relative to the
+    # bounding box's first pixel, where it is well conditioned.
+    abs_area2 = (area2 * sign).double()
+    dz1 = (z[1] - z[0]) / abs_area2
+    dz2 = (z[2] - z[0]) / abs_area2
+    z_origin = z[0] + f["n0"][1].double() * dz1 + f["n0"][2].double() * dz2
+    z_col = f["colc"][1].double() * dz1 + f["colc"][2].double() * dz2
+    z_row = f["rowc"][1].double() * dz1 + f["rowc"][2].double() * dz2
+    # Clamped so that a near-degenerate sliver gives +-inf depths, never inf * 0 = NaN.
+    z_step = z_col.clamp(-_FLT_MAX, _FLT_MAX).float()
+
+    # Three slots per triangle: its first lo edge, its first hi edge (every non-degenerate
+    # triangle has both) and the remaining edge, which is neutralised on the side it does
+    # not bound by an offset of +-2**61 (|quotients| stay below 2**60).
+    lo, hi = f["lo"], f["hi"]
+    first_lo = (1 - lo[0]) * (2 - lo[1])
+    first_hi = (1 - hi[0]) * (2 - hi[1])
+    slots = torch.cat([first_lo, 3 - first_lo - first_hi, first_hi])  # (3n,) L, M, H
+    flat = slots * n + torch.arange(n, device=device).repeat(3)
+    mid = flat[n:2 * n]
+    big = 1 << 61
+    table = torch.cat([
+        f["nr"].view(-1).index_select(0, flat),
+        f["nc"].view(-1).index_select(0, flat),
+        f["d"].view(-1).index_select(0, flat),
+        (1 - lo.view(-1).index_select(0, mid)) * big,
+        (1 - hi.view(-1).index_select(0, mid)) * big,
+        cmax - cmin + 1,
+        pix_base,
+        face,
+    ]).view(14, n)
 
     rows = rmax - rmin + 1
-    rows_cum = rows.cumsum(0)
-    total_spans = int(rows_cum[-1])
-    span_chunk = max(1, chunk // 4)
+    rows_incl = rows.cumsum(0)
+    rows_excl = rows_incl - rows
+    total_spans = int(rows_incl[-1])
+    span_chunk = max(1, chunk // 16)
     for s0 in range(0, total_spans, span_chunk):
         s1 = min(s0 + span_chunk, total_spans)
-        k, dr = _expand(rows, rows_cum, s0, s1)
-        row = rmin[k] + dr
-        # Columns j with colc*j + (rowc*row + const) >= 0 for all three edges, exactly.
-        rhs = rowc[k] * row[:, None] + const[k]  # (S, 3)
-        ck = colc[k]
-        q = torch.div(rhs, ck.abs().clamp_min(1), rounding_mode="floor")
-        lo = torch.where(ck > 0, -q, -(1 << 62)).amax(1)
-        hi = torch.where(ck < 0, q, 1 << 62).amin(1)
-        lo = torch.maximum(lo, cmin[k])
-        hi = torch.minimum(hi, cmax[k])
-        # A horizontal edge (colc == 0) admits the whole row or none of it.
-        row_ok = ((ck != 0) | (rhs >= 0)).all(1)
-        length = torch.where(row_ok, (hi - lo + 1).clamp_min(0), 0)
-
-        length_cum = length.cumsum(0)
-        total = int(length_cum[-1])
+        k, dr = _expand(rows, rows_excl, rows_incl, total_spans, s0, s1)
+        t = [row.index_select(0, k) for row in table]
+        q = [torch.div(t[i] * dr + t[3 + i], t[6 + i], rounding_mode="trunc")
+             for i in range(3)]
+        start = torch.maximum(q[0], q[1] - t[9]).clamp_min_(0)
+        stop = torch.minimum(torch.minimum(q[2], q[1] + t[10]), t[11])
+        length = (stop - start).clamp_min_(0)
+        len_incl = length.cumsum(0)
+        total = int(len_incl[-1])
         if total == 0:
             continue
-        span_pix = pix_batch[k] + row * width + lo
-        span_z = (z_origin[k] + z_col[k] * (lo - cmin[k]).double()
-                  + z_row[k] * dr.double()).float()
-        span_zc = z_col[k].clamp(-_FLT_MAX, _FLT_MAX).float()
-        span_face = face[k]
-        for f0 in range(0, total, chunk):
-            f1 = min(f0 + chunk, total)
-            sid, off = _expand(length, length_cum, f0, f1)
-            depth = span_z[sid] + span_zc[sid] * off.float()
-            key = _depth_key(depth) | span_face[sid]
-            zbuf.scatter_reduce_(0, span_pix[sid] + off, key, reduce="amin")
+        len_excl = len_incl - length
+        span_pix = t[12] + dr * width + start
+        span_z = (z_origin.index_select(0, k) + z_col.index_select(0, k) * start.double()
+                  + z_row.index_select(0, k) * dr.double()).float()
+        span_dz = z_step.index_select(0, k)
+        span_face = t[13]
+        for g0 in range(0, total, chunk):
+            g1 = min(g0 + chunk, total)
+            sid, off = _expand(length, len_excl, len_incl, total, g0, g1)
+            depth = span_z.index_select(0, sid) + span_dz.index_select(0, sid) * off.float()
+            key = _depth_key(depth) | span_face.index_select(0, sid)
+            pix = span_pix.index_select(0, sid) + off
+            zbuf.scatter_reduce_(0, pix, key, reduce="amin")
 
 
 def _depth_key(depth: torch.Tensor) -> torch.Tensor:
     """Order-preserving int64 key with the float32 depth in the high 32 bits."""
-    bits = (depth + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0 so they tie
+    bits = (depth + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0 so that they tie
     # Negative floats order backwards as ints: flipping their magnitude bits fixes that.
     bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
     return bits.long() << 32
@@ -289,11 +358,11 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
         faces: (F, 3) integer tensor of vertex indices, shared by the batch (moved to the
             vertices' device if needed).
         height, width: output size in pixels.
-        cull_backfaces: drop triangles that are clockwise on screen (A2 > 0); by default
-            both windings are drawn and the z-buffer decides.
+        cull_backfaces: drop triangles that are clockwise on screen (A2 > 0, back-facing);
+            by default both windings are drawn and the z-buffer decides.
         max_chunk_pixels: at most this many candidate fragments (and proportionally fewer
-            triangles and row spans) are held in memory at once; smaller values only trade
-            speed for memory, never change the result.
+            triangles and row spans) are processed at once, which bounds memory; it never
+            changes the result.
 
     Returns:
         :class:`Fragments` on the vertices' device.
@@ -303,44 +372,50 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
     """
     vertices, faces, height, width = _validate(vertices, faces, height, width,
                                                max_chunk_pixels)
-    device = vertices.device
     batch, num_verts = vertices.shape[:2]
     num_faces = faces.shape[0]
-    num_pix = batch * height * width
-    zbuf = torch.full((num_pix,), _EMPTY, dtype=torch.int64, device=device)
-    verts_flat = vertices.reshape(batch * num_verts, 3)
-    num_tris = batch * num_faces
-    if num_pix and num_tris:
-        tri_chunk = max(1, max_chunk_pixels // 8)
-        for t0 in range(0, num_tris, tri_chunk):
-            _raster_triangles(zbuf, verts_flat, faces, t0, min(t0 + tri_chunk, num_tris),
-                              num_faces, num_verts, height, width, cull_backfaces,
-                              max_chunk_pixels)
-    return _resolve(zbuf, verts_flat, faces, batch, num_verts, height, width)
+    zbuf = torch.full((batch * height * width,), _EMPTY, dtype=torch.int64,
+                      device=vertices.device)
+    X, Y, Z = _snap_vertices(vertices.reshape(batch * num_verts, 3))
+    if zbuf.numel() and num_faces:
+        faces_t = faces.t().contiguous()
+        # Whole images per chunk while they fit, else slices of one image's faces.
+        tri_chunk = max(1, max_chunk_pixels // 16)
+        images = max(1, tri_chunk // num_faces)
+        face_step = num_faces if images > 1 else tri_chunk
+        for b0 in range(0, batch, images):
+            for f0 in range(0, num_faces, face_step):
+                _raster_chunk(zbuf, X, Y, Z, faces_t, b0, min(b0 + images, batch), f0,
+                              min(f0 + face_step, num_faces), num_verts, height, width,
+                              cull_backfaces, max_chunk_pixels)
+    return _resolve(zbuf, X, Y, faces, batch, num_verts, height, width)
 
 
-def _resolve(zbuf, verts_flat, faces, batch, num_verts, height, width) -> Fragments:
-    """Decode the packed z-buffer and compute exact barycentrics of the winning faces."""
+def _resolve(zbuf, X, Y, faces, batch, num_verts, height, width) -> Fragments:
+    """Decode the packed z-buffer; exact barycentrics of the winning faces."""
     shape = (batch, height, width)
     mask = zbuf != _EMPTY
-    face_ids = torch.where(mask, zbuf & _LOW32, -1)
-    depth = torch.where(mask, _key_depth(zbuf), 0.0)
+    # Sign-extending the low 32 bits gives the face index, and -1 for the empty key.
+    face_ids = (zbuf << 32) >> 32
+    depth = torch.zeros(zbuf.shape[0], dtype=torch.float32, device=zbuf.device)
     bary = torch.zeros(zbuf.shape[0], 3, dtype=torch.float32, device=zbuf.device)
-
-    idx = mask.view(shape).nonzero()  # (P, 3): batch, row, column
+    idx = mask.view(shape).nonzero()  # (P, 3): image, row, column
     if idx.shape[0]:
         pix = (idx[:, 0] * height + idx[:, 1]) * width + idx[:, 2]
-        tv = verts_flat[faces[face_ids[pix]] + (idx[:, 0] * num_verts).unsqueeze(1)]
-        X = _snap(tv[..., 0])
-        Y = _snap(tv[..., 1])
-        px = (idx[:, 2] * _ONE + _HALF).unsqueeze(1)
-        py = (idx[:, 1] * _ONE + _HALF).unsqueeze(1)
-        # n_i = edge function of the edge opposite vertex i at the pixel centre; the three
-        # add up to A2 exactly, and n_i / A2 is the barycentric weight of vertex i.
-        xs, ys = X[:, [1, 2, 0]], Y[:, [1, 2, 0]]
-        xe, ye = X[:, [2, 0, 1]], Y[:, [2, 0, 1]]
-        n = ((xe - xs) * (py - ys) - (ye - ys) * (px - xs)).double()
-        bary[pix] = (n / n.sum(1, keepdim=True)).float()
+        keys = zbuf.index_select(0, pix)
+        depth.index_copy_(0, pix, _key_depth(keys))
+        vid = faces.index_select(0, keys & _LOW32) + (idx[:, 0] * num_verts).unsqueeze(1)
+        vid = vid.t().reshape(-1)
+        x = X.index_select(0, vid).view(3, -1).long()
+        y = Y.index_select(0, vid).view(3, -1).long()
+        px = idx[:, 2] * _ONE + _HALF
+        py = idx[:, 1] * _ONE + _HALF
+        # n_i: edge function of the edge opposite vertex i at the pixel centre. The three add
+        # up to A2 exactly, and n_i / A2 is the barycentric weight of vertex i.
+        n = torch.stack([(x[e] - x[s]) * (py - y[s]) - (y[e] - y[s]) * (px - x[s])
+                         for s, e in ((1, 2), (2, 0), (0, 1))], 1)
+        area2 = n.sum(1, keepdim=True).double()
+        bary.index_copy_(0, pix, (n.double() / area2).float())
     return Fragments(face_ids=face_ids.view(shape), bary=bary.view(*shape, 3),
                      depth=depth.view(shape), mask=mask.view(shape))
 
@@ -377,12 +452,16 @@ def interpolate(fragments: Fragments, faces: torch.Tensor,
     dtype = torch.promote_types(vertex_attrs.dtype, torch.float32)
     faces = faces.to(device=device, dtype=torch.int64)
     out = torch.zeros(batch * height * width, channels, dtype=dtype, device=device)
-    idx = fragments.mask.nonzero()
+    idx = fragments.mask.nonzero()  # (P, 3): image, row, column
     if idx.shape[0] and channels:
         pix = (idx[:, 0] * height + idx[:, 1]) * width + idx[:, 2]
-        vid = faces[fragments.face_ids.view(-1)[pix]] + (idx[:, 0] * num_verts).unsqueeze(1)
+        face = fragments.face_ids.reshape(-1).index_select(0, pix)
+        vid = faces.index_select(0, face) + (idx[:, 0] * num_verts).unsqueeze(1)
+        vid = vid.t().contiguous()
         attrs = vertex_attrs.to(device=device, dtype=dtype).reshape(batch * num_verts, channels)
-        w = fragments.bary.view(-1, 3)[pix].to(dtype)
-        out[pix] = (attrs[vid[:, 0]] * w[:, 0:1] + attrs[vid[:, 1]] * w[:, 1:2]
-                    + attrs[vid[:, 2]] * w[:, 2:3])
+        w = fragments.bary.reshape(-1, 3).index_select(0, pix).to(dtype).t().unsqueeze(2)
+        val = attrs.index_select(0, vid[0]) * w[0]
+        val += attrs.index_select(0, vid[1]) * w[1]
+        val += attrs.index_select(0, vid[2]) * w[2]
+        out.index_copy_(0, pix, val)
     return out.view(batch, height, width, channels)

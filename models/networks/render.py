@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from face3d.pose import euler_to_matrix
-from models.networks.rasterizer import Fragments, interpolate, rasterize
+from models.networks.rasterizer import Fragments, rasterize
 
 
 class FaceMesh:
@@ -106,14 +106,41 @@ def _sample(image, xy):
                          padding_mode="border", align_corners=False)
 
 
-def _visible_in(src: Fragments, point, tol):
-    """Is the surface point (x, y, z in the source view) the nearest one at its pixel?"""
+class _Covered:
+    """The pixels a view covers, flattened: interpolates per-vertex attributes there only
+    (the same arithmetic as ``rasterizer.interpolate``, so the same values) and scatters
+    per-pixel results back into (B, H, W, ...) images."""
+
+    def __init__(self, frags: Fragments, tri, num_verts: int):
+        B, H, W = frags.face_ids.shape
+        self.shape = (B, H, W)
+        self.pix = frags.mask.view(-1).nonzero().squeeze(1)
+        self.batch = torch.div(self.pix, H * W, rounding_mode="floor")
+        self.corners = tri[frags.face_ids.view(-1)[self.pix]] + (self.batch * num_verts)[:, None]
+        self.bary = frags.bary.view(-1, 3)[self.pix]
+
+    def at(self, attrs):
+        """(B, V, C) per-vertex attributes -> (P, C) at the covered pixels."""
+        a = attrs.reshape(-1, attrs.shape[-1]).to(torch.promote_types(attrs.dtype, torch.float32))
+        c, w = self.corners, self.bary.to(a.dtype)
+        return a[c[:, 0]] * w[:, 0:1] + a[c[:, 1]] * w[:, 1:2] + a[c[:, 2]] * w[:, 2:3]
+
+    def dense(self, values):
+        """(P, ...) -> (B, H, W, ...), zero (False) at the pixels not covered."""
+        B, H, W = self.shape
+        out = values.new_zeros((B * H * W, *values.shape[1:]))
+        out[self.pix] = values
+        return out.view(B, H, W, *values.shape[1:])
+
+
+def _visible_in(src: Fragments, batch, point, tol):
+    """Is each surface point (P, 3: x, y, z in the source view, of image ``batch``) the
+    nearest one at its pixel of the source view?"""
     B, H, W = src.face_ids.shape
-    ix = point[..., 0].floor().long().clamp(0, W - 1)
-    iy = point[..., 1].floor().long().clamp(0, H - 1)
-    b = torch.arange(B, device=ix.device).view(B, *([1] * (ix.dim() - 1)))
-    covered = src.mask[b, iy, ix]
-    return covered & (point[..., 2] <= src.depth[b, iy, ix] + tol[b])
+    ix = point[:, 0].floor().long().clamp(0, W - 1)
+    iy = point[:, 1].floor().long().clamp(0, H - 1)
+    at = (batch * H + iy) * W + ix
+    return src.mask.view(-1)[at] & (point[:, 2] <= src.depth.view(-1)[at] + tol[batch])
 
 
 def depth_tolerance(vertices):
@@ -132,28 +159,29 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     fragments of either view when they are already rasterised."""
     B, _, H, W = src_image.shape
     tri = mesh.triangles
+    if symmetric_fill and mesh.mirror is None:
+        raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
     dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
     src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
     tol = depth_tolerance(src_vertices)
-    point = interpolate(dst, tri, src_vertices)  # (B, H, W, 3) where each pixel came from
-    covered = dst.mask
-    visible = _visible_in(src, point, tol) & covered
+    # All per-pixel work happens at the covered pixels only (a third of a typical crop).
+    cov = _Covered(dst, tri, src_vertices.shape[1])
+    point = cov.at(src_vertices)  # (P, 3): where each covered pixel was in the source view
+    hidden = ~_visible_in(src, cov.batch, point, tol)
     if per_vertex:
         colours = _sample(src_image, src_vertices[:, None, :, :2])[:, :, 0].transpose(1, 2)
-        image = interpolate(dst, tri, colours).permute(0, 3, 1, 2)
+        image = cov.dense(cov.at(colours)).permute(0, 3, 1, 2)
     else:
-        image = _sample(src_image, point[..., :2])
-    hidden = covered & ~visible
+        image = _sample(src_image, cov.dense(point[:, :2]))
     filled = torch.zeros_like(hidden)
     if symmetric_fill:
-        if mesh.mirror is None:
-            raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
-        twin = interpolate(dst, tri, src_vertices[:, mesh.mirror])
-        filled = hidden & _visible_in(src, twin, tol)
-        image = torch.where(filled[:, None], _sample(src_image, twin[..., :2]), image)
-    m = covered[:, None].to(image.dtype)
-    return Rendered(image * m, m, hidden[:, None].to(image.dtype),
-                    filled[:, None].to(image.dtype), dst)
+        twin = cov.at(src_vertices[:, mesh.mirror])
+        filled = hidden & _visible_in(src, cov.batch, twin, tol)
+        image = torch.where(cov.dense(filled)[:, None], _sample(src_image, cov.dense(twin[:, :2])),
+                            image)
+    m = dst.mask[:, None].to(image.dtype)
+    return Rendered(image * m, m, cov.dense(hidden)[:, None].to(image.dtype),
+                    cov.dense(filled)[:, None].to(image.dtype), dst)
 
 
 # ----------------------------------------------------------------------- masks, background
@@ -182,8 +210,11 @@ def background_colour(image, mask, mode: str):
         return torch.zeros(image.shape[0], 3, 1, 1, dtype=image.dtype, device=image.device)
     if mode != "avg":
         raise ValueError(f"unknown background mode {mode!r}; choose avg or grey")
-    area = mask.sum((2, 3), keepdim=True).clamp(min=1.0)
-    return (image * mask).sum((2, 3), keepdim=True) / area
+    # Summed in float64: float32 sums of this size depend (in the last bits) on how the
+    # reduction is split, which depends on the batch size; this keeps samples independent.
+    area = mask.sum((2, 3), keepdim=True, dtype=torch.float64).clamp(min=1.0)
+    total = (image * mask).sum((2, 3), keepdim=True, dtype=torch.float64)
+    return (total / area).to(image.dtype)
 
 
 def composite(render: Rendered, mask, background):
