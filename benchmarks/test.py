@@ -1,0 +1,141 @@
+"""Seconds per output image of test.py's pipeline, end to end from a JPEG on disk.
+
+    python benchmarks/test.py [--device cpu|cuda] [--photos 10] [--poses 5]
+
+Stages per photo: decode + fit (MediaPipe) + align, then per pose: rotate + render, the
+generator's forward pass (timed on its own) and PNG writing. Reported for render-only, the
+default generator (ngf 64) and --ngf 32, with random weights (timing only). With CUDA it also
+times batch-16 bf16-autocast generator throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from face3d.align import align  # noqa: E402
+from face3d.fitter import MediaPipeFitter  # noqa: E402
+from face3d.imageio import read_image  # noqa: E402
+from models.networks.render import FaceMesh  # noqa: E402
+from util.visualizer import to_uint8  # noqa: E402
+
+LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                   "data", "lfw")
+
+
+def photos(n: int) -> list[str]:
+    paths = sorted(glob.glob(os.path.join(LFW, "*", "*.jpg")))[::97][:n]
+    if not paths:  # no LFW: the built-in examples
+        from face3d.examples import materialize_examples
+
+        folder = tempfile.mkdtemp()
+        paths = [os.path.join(folder, p) for p in materialize_examples(folder)]
+    return paths
+
+
+def make_generator(ngf: int, device, crop: int):
+    from models import create_model
+    from options.test_options import TestOptions
+
+    opt = TestOptions().parse(["--ngf", str(ngf), "--crop_size", str(crop), "--device",
+                               str(device)])
+    return create_model(opt).eval().to(device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(paths, model, device, n_poses, crop, fitter, mesh, out_dir):
+    from PIL import Image
+
+    import test as cli
+
+    opt = argparse.Namespace(erode_kernel=19, background="avg", symmetric_fill=model is None)
+    yaws = [(-60 + 120 * i / max(1, n_poses - 1), None) for i in range(n_poses)]
+    per_image, gen_time = [], []
+    for path in paths:
+        sync(device)
+        t0 = time.perf_counter()
+        rgb = read_image(path)
+        fit = fitter.fit(rgb)
+        crop_rgb, fit_c, _ = align(rgb, fit, crop)
+        face = cli.to_tensors(crop_rgb, fit_c, device)
+        with torch.no_grad():
+            view = cli.render_poses(face, yaws, mesh, opt)
+            out = view["image"]
+            g = 0.0
+            if model is not None:
+                sync(device)
+                tg = time.perf_counter()
+                out = model({"input": out, "landmarks": view["landmarks"]}, "inference")
+                sync(device)
+                g = time.perf_counter() - tg
+        for k, a in enumerate(to_uint8(out)):
+            Image.fromarray(a).save(os.path.join(out_dir, f"{k}.png"))
+        sync(device)
+        per_image.append((time.perf_counter() - t0) / n_poses)
+        gen_time.append(g / n_poses)
+    return statistics.median(per_image), statistics.median(gen_time)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--photos", type=int, default=10, help="photos to time (median over them)")
+    p.add_argument("--poses", type=int, default=5, help="output poses per photo")
+    p.add_argument("--crop_size", type=int, default=256)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":")[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+          f"({cpu}), device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    paths = photos(args.photos)
+    mesh = FaceMesh.mediapipe(device)
+    with MediaPipeFitter() as fitter, tempfile.TemporaryDirectory() as out:
+        run(paths[:1], None, device, args.poses, args.crop_size, fitter, mesh, out)  # warm-up
+        print(f"{len(paths)} photos x {args.poses} poses, {args.crop_size} px, median per "
+              "output image:")
+        for label, ngf in (("render only", None), ("generator ngf 64 (default)", 64),
+                           ("generator ngf 32", 32)):
+            model = None if ngf is None else make_generator(ngf, device, args.crop_size)
+            if model is not None:
+                run(paths[:1], model, device, args.poses, args.crop_size, fitter, mesh, out)
+            total, gen = run(paths, model, device, args.poses, args.crop_size, fitter, mesh, out)
+            print(f"  {label:28s} {total:.4f} s/image  (generator forward {gen:.4f} s, "
+                  f"everything else {total - gen:.4f} s)")
+    if device.type == "cuda":
+        model = make_generator(64, device, args.crop_size)
+        x = torch.randn(16, 3, args.crop_size, args.crop_size, device=device)
+        lmk = torch.rand(16, 68, 2, device=device) * args.crop_size
+        times = []
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            for i in range(8):
+                sync(device)
+                t0 = time.perf_counter()
+                model({"input": x, "landmarks": lmk}, "inference")
+                sync(device)
+                if i >= 3:
+                    times.append(time.perf_counter() - t0)
+        print(f"  generator ngf 64, batch 16, bf16 autocast: "
+              f"{16 / statistics.median(times):.0f} output images/s (forward incl. landmark maps)")
+
+
+if __name__ == "__main__":
+    main()
