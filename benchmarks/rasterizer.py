@@ -5,7 +5,7 @@ Prints images/s at 256x256 for batch 1, 8 and 32 on two synthetic meshes:
           (triangles ~2-15 px across, like a 3DMM face mesh), and
 ``dense`` ~53k vertices / ~106k triangles over the same region (triangles ~1 px).
 
-    python benchmarks/rasterizer.py [--device cuda] [--size 256] [--repeats 7]
+    python benchmarks/rasterizer.py [--device cuda] [--threads 2] [--size 256] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -82,9 +82,13 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--meshes", nargs="+", default=["face", "dense"], choices=["face", "dense"])
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
           f"size={args.size}")
     grid = {"face": 22, "dense": 231}

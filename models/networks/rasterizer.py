@@ -30,23 +30,31 @@ Conventions
   one int64 key that is min-reduced with ``scatter_reduce``, so the result is independent of
   the order in which fragments are produced (and of the device).
 * **Barycentrics** are screen-space (affine, no perspective correction: the input is already
-  projected) and refer to the face's vertices in the order given in ``faces``; they are
-  computed from the snapped coordinates, so ``interpolate`` of the vertex x, y reproduces the
-  pixel centre to within the 1/512 px snapping error. ``Fragments.depth`` is the value used by
-  the depth test (the plane equation stepped along the row in float32); it agrees with
-  interpolating z with ``bary`` to float rounding.
-* **Skipped triangles.** Triangles with a non-finite vertex (NaN/inf) or with |x| or |y|
-  beyond 2**20 px (the range the int64 fixed-point arithmetic is proved safe for) are skipped,
-  as if absent. Triangles partly or entirely outside the image are clipped to it.
+  projected) and refer to the face's vertices in the order given in ``faces``. They are
+  computed in float64 from the snapped coordinates (stored as float32), so ``interpolate`` of
+  the vertex x, y reproduces the pixel centre to within the 1/512 px snapping error.
+  ``Fragments.depth`` is the value the depth test used (the triangle's depth plane, evaluated
+  in float64 at the start of each row span and stepped along it in float32); it agrees with
+  interpolating z with ``bary`` to float32 rounding. Depths never become NaN: extreme z on a
+  near-degenerate sliver can at worst overflow to +-inf.
+* **Skipped triangles.** Triangles with a non-finite vertex coordinate (NaN/inf) or with |x|
+  or |y| beyond 2**20 px (the range in which the int64 fixed-point arithmetic is proved not to
+  overflow) are skipped, as if absent. Triangles partly or entirely outside the image are
+  clipped to it.
 
-Algorithm (no Python loop over triangles or pixels): per triangle, the range of pixel rows
-whose centres can be inside is found from the snapped bounding box (clipped to the image);
-every (triangle, row) "span" then gets its exact column interval by solving the three
-edge-function inequalities with integer floor division (the top-left rule folded in as a
-bias of 1 on edges that are not top/left), so every enumerated (span, column) fragment is
-inside; fragments get their depth by stepping the triangle's depth plane and are z-buffered
-with one ``scatter_reduce``. Triangles, spans and fragments are processed in chunks bounded
-by ``max_chunk_pixels``, so memory stays bounded for huge triangles and big batches.
+Algorithm (no Python loop over triangles or pixels; only over a few chunks): a cheap int32
+pass finds each triangle's snapped bounding box of candidate pixel centres, clipped to the
+image (centres with xmin <= x < xmax: a centre on the right/bottom-most coordinate is on a
+right/bottom edge or vertex, which the fill rule excludes anyway). Every (triangle, row)
+"span" of the surviving triangles then gets its exact column interval by solving the three
+edge-function inequalities with integer floor division (the top-left rule folded in as a bias
+of 1 on edges that are not top/left), so every enumerated fragment is inside and none is
+missed. Fragments get their depth from the triangle's depth plane and are z-buffered with one
+``scatter_reduce``; the winners' barycentrics are then computed per covered pixel.
+Triangles, spans and fragments are processed in chunks bounded by ``max_chunk_pixels``, so a
+triangle covering a huge image or a big batch does not blow memory, and the chunking never
+changes the result. On a GPU everything runs as batched kernels; each chunk costs a few host
+syncs (to size its expansions).
 """
 
 from __future__ import annotations
@@ -55,9 +63,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Fragments", "rasterize", "interpolate", "DEFAULT_MAX_CHUNK_PIXELS"]
+__all__ = ["Fragments", "rasterize", "interpolate", "default_max_chunk_pixels"]
 
-DEFAULT_MAX_CHUNK_PIXELS = 1 << 21
+# Fragments per step: ~50 bytes each at peak, plus ~300 bytes per triangle for chunk // 8
+# triangles. GPUs get bigger steps: fewer kernel launches and host syncs.
+_CHUNK_CPU = 1 << 21
+_CHUNK_GPU = 1 << 22
 
 SUBPIXEL_BITS = 8
 _ONE = 1 << SUBPIXEL_BITS  # one pixel in fixed-point units
@@ -91,6 +102,11 @@ class Fragments:
     mask: torch.Tensor
 
 
+def default_max_chunk_pixels(device: torch.device | str) -> int:
+    """``max_chunk_pixels`` used when None is given: 2**21 on CPU, 2**22 on other devices."""
+    return _CHUNK_CPU if torch.device(device).type == "cpu" else _CHUNK_GPU
+
+
 def _check_size(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"rasterize: {name} must be an int, got {type(value).__name__}")
@@ -115,9 +131,11 @@ def _validate(vertices, faces, height, width, max_chunk_pixels):
         raise ValueError(f"rasterize: faces must be an integer tensor, got {faces.dtype}")
     height = _check_size("height", height)
     width = _check_size("width", width)
+    if max_chunk_pixels is None:
+        max_chunk_pixels = default_max_chunk_pixels(vertices.device)
     if isinstance(max_chunk_pixels, bool) or not isinstance(max_chunk_pixels, int) \
             or max_chunk_pixels < 1:
-        raise ValueError(f"rasterize: max_chunk_pixels must be a positive int, "
+        raise ValueError(f"rasterize: max_chunk_pixels must be a positive int or None, "
                          f"got {max_chunk_pixels!r}")
     num_verts = vertices.shape[1]
     faces = faces.to(device=vertices.device, dtype=torch.int64)
@@ -129,7 +147,7 @@ def _validate(vertices, faces, height, width, max_chunk_pixels):
         if lo < 0 or hi >= num_verts:
             raise ValueError(f"rasterize: faces index out of range: values span [{lo}, {hi}] "
                              f"but there are {num_verts} vertices")
-    return vertices, faces, height, width
+    return vertices, faces, height, width, max_chunk_pixels
 
 
 def _expand(counts, excl, incl, total, start, stop):
@@ -158,26 +176,46 @@ def _expand(counts, excl, incl, total, start, stop):
 
 def _snap_vertices(verts_flat: torch.Tensor):
     """Fixed-point x, y (int32, 1/256 px; _INVALID where unusable) and z of every vertex."""
-    ok = torch.isfinite(verts_flat).all(1) & (verts_flat[:, :2].abs() <= MAX_COORD).all(1)
-    # The fill keeps NaN/inf out of the float -> int conversion and marks the vertex.
-    xy = torch.round(verts_flat[:, :2].double() * _ONE).masked_fill_(~ok[:, None], _INVALID)
-    xy = xy.int()
-    return xy[:, 0].contiguous(), xy[:, 1].contiguous(), verts_flat[:, 2].contiguous()
+    if verts_flat.dtype not in (torch.float32, torch.float64):
+        verts_flat = verts_flat.float()  # x * 256 must not overflow a half float
+    x, y, z = verts_flat.unbind(1)
+    # |x| <= MAX_COORD is False for NaN and inf, so it covers finiteness too.
+    bad = ~((x.abs() <= MAX_COORD) & (y.abs() <= MAX_COORD) & torch.isfinite(z))
+    # Exact: x * 256 and the rounding lose nothing in float32/64 for |x| <= 2**20. The fill
+    # keeps NaN/inf out of the float -> int conversion and marks the vertex.
+    X = torch.round(x * _ONE).masked_fill_(bad, _INVALID).int()
+    Y = torch.round(y * _ONE).masked_fill_(bad, _INVALID).int()
+    return X, Y, z.contiguous()
 
 
-def _min3(a, b, c):
-    return torch.minimum(torch.minimum(a, b), c)
+def _min3(a: torch.Tensor) -> torch.Tensor:
+    """Minimum over the 3 rows of ``a`` (``amin(0)`` is ~100x slower for int64 on CPU)."""
+    return torch.minimum(torch.minimum(a[0], a[1]), a[2])
 
 
-def _max3(a, b, c):
-    return torch.maximum(torch.maximum(a, b), c)
+def _take(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Columns ``idx`` of a contiguous (R, n) tensor, as a contiguous (R, len(idx)) tensor.
+
+    On CPU one 1-D ``index_select`` per row: much faster there than advanced indexing or
+    an index_select along dim 1 (which is one kernel, the better choice on a GPU).
+    """
+    if a.device.type != "cpu":
+        return a.index_select(1, idx)
+    out = a.new_empty(a.shape[0], idx.shape[0])
+    for r in range(a.shape[0]):
+        torch.index_select(a[r], 0, idx, out=out[r])
+    return out
 
 
-def _take3(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Columns ``idx`` of a contiguous (3, n) tensor (1-D index_select is the fast gather)."""
-    n = a.shape[1]
-    flat = (idx.unsqueeze(0) + torch.arange(0, 3 * n, n, device=idx.device).unsqueeze(1))
-    return a.reshape(-1).index_select(0, flat.view(-1)).view(3, -1)
+_ROTATIONS: dict = {}
+
+
+def _rotations(device):
+    """Row orders (1, 2, 0) and (2, 0, 1), cached per device (no host-to-device copy)."""
+    if device not in _ROTATIONS:
+        _ROTATIONS[device] = (torch.tensor([1, 2, 0], device=device),
+                              torch.tensor([2, 0, 1], device=device))
+    return _ROTATIONS[device]
 
 
 def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, width,
@@ -196,33 +234,29 @@ def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, wid
     # triangles contain no pixel centre and never reach the int64 work below.
     xi = X.index_select(0, vid.reshape(-1)).view(3, num_tris)
     yi = Y.index_select(0, vid.reshape(-1)).view(3, num_tris)
-    xmin = _min3(xi[0], xi[1], xi[2])
-    ymin = _min3(yi[0], yi[1], yi[2])
+    xmin = _min3(xi)
     # Pixel centres _ONE * j + _HALF with xmin <= centre < xmax (same for rows). The strict
     # upper bound is exact, not a shortcut: a centre at the rightmost (bottom-most)
     # coordinate lies on a right (bottom) edge or vertex, which the top-left rule excludes.
     cmin = ((xmin + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
-    rmin = ((ymin + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
-    cmax = ((_max3(xi[0], xi[1], xi[2]) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(width - 1)
-    rmax = ((_max3(yi[0], yi[1], yi[2]) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(height - 1)
+    rmin = ((_min3(yi) + (_ONE - 1 - _HALF)) >> SUBPIXEL_BITS).clamp_min_(0)
+    cmax = ((xi.amax(0) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(width - 1)
+    rmax = ((yi.amax(0) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(height - 1)
     keep = (cmax >= cmin) & (rmax >= rmin) & (xmin != _INVALID)
     kept = keep.nonzero().squeeze(1)
     if kept.numel() == 0:
         return
 
-    x = _take3(xi, kept).long()
-    y = _take3(yi, kept).long()
+    x = _take(xi, kept).long()
+    y = _take(yi, kept).long()
     area2 = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
-    good = (area2 < 0) if cull_backfaces else (area2 != 0)
-    if not bool(good.all()):
-        sel = good.nonzero().squeeze(1)
+    if cull_backfaces:  # typically half the triangles: worth a compaction
+        sel = (area2 < 0).nonzero().squeeze(1)
         if sel.numel() == 0:
             return
-        kept, area2 = kept.index_select(0, sel), area2.index_select(0, sel)
-        x, y = _take3(x, sel), _take3(y, sel)
-    n = kept.numel()
-    cmin, cmax, rmin, rmax = (v.index_select(0, kept).long() for v in (cmin, cmax, rmin, rmax))
-    z = Z.index_select(0, _take3(vid, kept).view(-1)).view(3, n).double()
+        kept, area2, x, y = kept[sel], area2[sel], _take(x, sel), _take(y, sel)
+    cmin, cmax, rmin, rmax = _take(torch.stack([cmin, cmax, rmin, rmax]), kept).long()
+    z = Z.index_select(0, _take(vid, kept).view(-1)).view(3, -1).double()
     if b1 - b0 > 1:
         b_local = torch.div(kept, nf, rounding_mode="floor")
         face = kept - b_local * nf + f0
@@ -231,99 +265,75 @@ def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, wid
         face = kept + f0
         pix_base = rmin * width + cmin + b0 * height * width
 
-    # Edge i is opposite vertex i. Multiplying by `sign` orients every triangle clockwise on
-    # screen (positive area), so inside is "n_i >= bias_i for all i" and the top-left rule
-    # can be read off the oriented edge direction alone. All relative to the bounding box's
-    # first pixel centre: n_i(dc, dr) = colc_i dc + rowc_i dr + n0_i.
+    # Row i of these (3, n) tensors is the edge opposite vertex i, from vertex s = i + 1 to
+    # e = i + 2 (mod 3). Multiplying by `sign` orients every triangle clockwise on screen
+    # (positive area), so inside is "n_i >= bias_i for all i" and the top-left rule can be
+    # read off the oriented edge direction alone. Everything is relative to the bounding
+    # box's first pixel centre: n_i(dc, dr) = colc_i dc + rowc_i dr + n0_i.
     sign = area2.sign()
-    ox = cmin * _ONE + _HALF
-    oy = rmin * _ONE + _HALF
-    fields = {k: [] for k in ("nr", "nc", "d", "lo", "hi", "n0", "colc", "rowc")}
-    for s_idx, e_idx in ((1, 2), (2, 0), (0, 1)):
-        xs, ys = x[s_idx], y[s_idx]
-        dx = (x[e_idx] - xs) * sign
-        dy = (y[e_idx] - ys) * sign
-        colc = dy * -_ONE
-        rowc = dx * _ONE
-        n0 = dx * (oy - ys) - dy * (ox - xs)
-        # Not top-left (bias 1) <=> dy > 0, or dy == 0 and dx < 0 <=> dy * 2**31 - dx > 0.
-        bias = ((dx - dy * (1 << 31)) >> 63) & 1
-        # Along a row the edge bounds the span from the left when colc > 0 ("lo" edge), from
-        # the right when colc < 0 ("hi"); horizontal edges never cut a row inside the strict
-        # bounding box. Solve colc dc + rhs >= bias (rhs = rowc dr + n0) exactly with one
-        # truncating division of a numerator that is non-negative whenever it matters:
-        #   lo edge: dc >= ceil((bias - rhs) / d)   = trunc((bias - rhs + d - 1) / d)
-        #   hi edge: dc <  floor((rhs - bias) / d) + 1 = trunc((rhs - bias + d) / d)
-        sg = colc.sign()
-        is_lo = sg.clamp_min(0)
-        is_hi = (-sg).clamp_min(0)
-        d = colc.abs().clamp_min_(1)
-        fields["nr"].append(-sg * rowc)
-        fields["nc"].append(-sg * (n0 - bias) + (is_lo + is_hi) * d - is_lo)
-        fields["d"].append(d)
-        fields["lo"].append(is_lo)
-        fields["hi"].append(is_hi)
-        fields["n0"].append(n0)
-        fields["colc"].append(colc)
-        fields["rowc"].append(rowc)
-    f = {k: torch.stack(v) for k, v in fields.items()}
+    s_idx, e_idx = _rotations(device)
+    xs, ys = x.index_select(0, s_idx), y.index_select(0, s_idx)
+    dx = (x.index_select(0, e_idx) - xs) * sign
+    dy = (y.index_select(0, e_idx) - ys) * sign
+    n0 = dx * (rmin * _ONE + _HALF - ys) - dy * (cmin * _ONE + _HALF - xs)
+    colc = dy * -_ONE
+    rowc = dx * _ONE
+    # Not top-left (bias 1) <=> dy > 0, or dy == 0 and dx < 0 <=> dy * 2**31 - dx > 0.
+    bias = ((dx - dy * (1 << 31)) >> 63) & 1
 
     # Depth plane z = z0 + b1 (z1 - z0) + b2 (z2 - z0) with b_i = n_i / |A2|, relative to the
     # bounding box's first pixel, where it is well conditioned.
     abs_area2 = (area2 * sign).double()
     dz1 = (z[1] - z[0]) / abs_area2
     dz2 = (z[2] - z[0]) / abs_area2
-    z_origin = z[0] + f["n0"][1].double() * dz1 + f["n0"][2].double() * dz2
-    z_col = f["colc"][1].double() * dz1 + f["colc"][2].double() * dz2
-    z_row = f["rowc"][1].double() * dz1 + f["rowc"][2].double() * dz2
-    # Clamped so that a near-degenerate sliver gives +-inf depths, never inf * 0 = NaN.
-    z_step = z_col.clamp(-_FLT_MAX, _FLT_MAX).float()
+    zplane = torch.stack([
+        z[0] + n0[1].double() * dz1 + n0[2].double() * dz2,
+        colc[1].double() * dz1 + colc[2].double() * dz2,
+        rowc[1].double() * dz1 + rowc[2].double() * dz2,
+    ])
+    # Depths are clamped finite (span start and step) so that the extreme z of a sliver
+    # can overflow to +-inf but never give NaN (inf * 0, inf - inf).
+    z_step = zplane[1].clamp(-_FLT_MAX, _FLT_MAX).float()
 
-    # Three slots per triangle: its first lo edge, its first hi edge (every non-degenerate
-    # triangle has both) and the remaining edge, which is neutralised on the side it does
-    # not bound by an offset of +-2**61 (|quotients| stay below 2**60).
-    lo, hi = f["lo"], f["hi"]
-    first_lo = (1 - lo[0]) * (2 - lo[1])
-    first_hi = (1 - hi[0]) * (2 - hi[1])
-    slots = torch.cat([first_lo, 3 - first_lo - first_hi, first_hi])  # (3n,) L, M, H
-    flat = slots * n + torch.arange(n, device=device).repeat(3)
-    mid = flat[n:2 * n]
-    big = 1 << 61
+    # On row dr, edge i holds for the columns dc with colc dc >= -e, e = rowc dr + n0 - bias.
+    # With g = floor(e / |colc|) that is dc >= -g if colc > 0 (the edge bounds the span from
+    # the left), dc <= g if colc < 0 (from the right). Horizontal edges (colc == 0) never cut
+    # a row inside the strict bounding box. An edge is neutralised on the side it does not
+    # bound by an offset of 2**61 (|g| < 2**60 by the coordinate limits).
+    sg = colc.sign()
     table = torch.cat([
-        f["nr"].view(-1).index_select(0, flat),
-        f["nc"].view(-1).index_select(0, flat),
-        f["d"].view(-1).index_select(0, flat),
-        (1 - lo.view(-1).index_select(0, mid)) * big,
-        (1 - hi.view(-1).index_select(0, mid)) * big,
-        cmax - cmin + 1,
-        pix_base,
-        face,
-    ]).view(14, n)
+        rowc, n0 - bias, colc.abs().clamp_min_(1),
+        (1 - sg.clamp_min(0)) << 61, (1 + sg.clamp_max(0)) << 61,
+        torch.stack([cmax - cmin, pix_base, face]),
+    ])
+    del x, y, xs, ys, dx, dy, n0, colc, rowc, bias, sg
 
-    rows = rmax - rmin + 1
+    # Zero-area triangles (rare) get no rows rather than a compaction (and a host sync);
+    # their NaN depth planes are never read.
+    rows = (rmax - rmin + 1) * (area2 != 0)
     rows_incl = rows.cumsum(0)
     rows_excl = rows_incl - rows
     total_spans = int(rows_incl[-1])
-    span_chunk = max(1, chunk // 16)
+    span_chunk = max(1, chunk // 8)
     for s0 in range(0, total_spans, span_chunk):
         s1 = min(s0 + span_chunk, total_spans)
         k, dr = _expand(rows, rows_excl, rows_incl, total_spans, s0, s1)
-        t = [row.index_select(0, k) for row in table]
-        q = [torch.div(t[i] * dr + t[3 + i], t[6 + i], rounding_mode="trunc")
-             for i in range(3)]
-        start = torch.maximum(q[0], q[1] - t[9]).clamp_min_(0)
-        stop = torch.minimum(torch.minimum(q[2], q[1] + t[10]), t[11])
-        length = (stop - start).clamp_min_(0)
+        t = _take(table, k)
+        g = torch.div(t[0:3] * dr + t[3:6], t[6:9], rounding_mode="floor")
+        start = (g + t[9:12]).neg_().amax(0).clamp_min_(0)
+        stop = torch.minimum(_min3(g + t[12:15]), t[15])
+        length = (stop - start + 1).clamp_min_(0)
         len_incl = length.cumsum(0)
         total = int(len_incl[-1])
         if total == 0:
             continue
         len_excl = len_incl - length
-        span_pix = t[12] + dr * width + start
-        span_z = (z_origin.index_select(0, k) + z_col.index_select(0, k) * start.double()
-                  + z_row.index_select(0, k) * dr.double()).float()
+        span_pix = t[16] + dr * width + start
+        zp = _take(zplane, k)
+        span_z = (zp[0] + zp[1] * start.double() + zp[2] * dr.double())
+        span_z = span_z.clamp_(-_FLT_MAX, _FLT_MAX).float()
         span_dz = z_step.index_select(0, k)
-        span_face = t[13]
+        span_face = t[17]
         for g0 in range(0, total, chunk):
             g1 = min(g0 + chunk, total)
             sid, off = _expand(length, len_excl, len_incl, total, g0, g1)
@@ -349,7 +359,7 @@ def _key_depth(key: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
               cull_backfaces: bool = False,
-              max_chunk_pixels: int = DEFAULT_MAX_CHUNK_PIXELS) -> Fragments:
+              max_chunk_pixels: int | None = None) -> Fragments:
     """Rasterise a batch of triangle meshes sharing one topology (see the module docstring).
 
     Args:
@@ -360,9 +370,11 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
         height, width: output size in pixels.
         cull_backfaces: drop triangles that are clockwise on screen (A2 > 0, back-facing);
             by default both windings are drawn and the z-buffer decides.
-        max_chunk_pixels: at most this many candidate fragments (and proportionally fewer
-            triangles and row spans) are processed at once, which bounds memory; it never
-            changes the result.
+        max_chunk_pixels: at most this many candidate fragments (and an eighth as many
+            triangles and row spans, and whole rows of covered pixels when resolving) are
+            processed at once, which bounds temporary memory (~50 bytes per fragment,
+            ~300 per triangle); it never changes the result. None (default):
+            :func:`default_max_chunk_pixels` of the vertices' device.
 
     Returns:
         :class:`Fragments` on the vertices' device.
@@ -370,17 +382,17 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
     Raises:
         ValueError: on wrong shapes or dtypes, out-of-range face indices or bad sizes.
     """
-    vertices, faces, height, width = _validate(vertices, faces, height, width,
-                                               max_chunk_pixels)
+    vertices, faces, height, width, max_chunk_pixels = _validate(
+        vertices, faces, height, width, max_chunk_pixels)
     batch, num_verts = vertices.shape[:2]
     num_faces = faces.shape[0]
     zbuf = torch.full((batch * height * width,), _EMPTY, dtype=torch.int64,
                       device=vertices.device)
     X, Y, Z = _snap_vertices(vertices.reshape(batch * num_verts, 3))
+    faces_t = faces.t().contiguous()
     if zbuf.numel() and num_faces:
-        faces_t = faces.t().contiguous()
         # Whole images per chunk while they fit, else slices of one image's faces.
-        tri_chunk = max(1, max_chunk_pixels // 16)
+        tri_chunk = max(1, max_chunk_pixels // 8)
         images = max(1, tri_chunk // num_faces)
         face_step = num_faces if images > 1 else tri_chunk
         for b0 in range(0, batch, images):
@@ -388,10 +400,38 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
                 _raster_chunk(zbuf, X, Y, Z, faces_t, b0, min(b0 + images, batch), f0,
                               min(f0 + face_step, num_faces), num_verts, height, width,
                               cull_backfaces, max_chunk_pixels)
-    return _resolve(zbuf, X, Y, faces, batch, num_verts, height, width)
+    return _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, max_chunk_pixels)
 
 
-def _resolve(zbuf, X, Y, faces, batch, num_verts, height, width) -> Fragments:
+def _corner_ids(faces_t, face, image, num_verts):
+    """(3, P) flat vertex ids of the corners of ``face`` (P,) in batch image ``image`` (P,)."""
+    num_faces = faces_t.shape[1]
+    offs = torch.arange(0, 3 * num_faces, num_faces, device=face.device).unsqueeze(1)
+    vid = faces_t.reshape(-1).index_select(0, (face.unsqueeze(0) + offs).view(-1))
+    return vid.view(3, -1) + image * num_verts
+
+
+def _covered_pixels(mask, height, width, chunk):
+    """Covered pixels of a (B, H, W) mask, in chunks of ~``chunk`` pixels (whole rows).
+
+    Yields (pix, image, row, col) int64 tensors: flat pixel index, batch image, row, column.
+    """
+    num_rows = mask.shape[0] * height
+    if num_rows == 0 or width == 0:
+        return
+    image_of_row = torch.arange(num_rows, device=mask.device) // height
+    step = max(1, chunk // width)
+    rows = mask.reshape(num_rows, width)
+    for r0 in range(0, num_rows, step):
+        grow, col = rows[r0:r0 + step].nonzero().t()
+        if grow.numel() == 0:
+            continue
+        grow += r0
+        image = image_of_row.index_select(0, grow)
+        yield grow * width + col, image, grow - image * height, col
+
+
+def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk) -> Fragments:
     """Decode the packed z-buffer; exact barycentrics of the winning faces."""
     shape = (batch, height, width)
     mask = zbuf != _EMPTY
@@ -399,67 +439,80 @@ def _resolve(zbuf, X, Y, faces, batch, num_verts, height, width) -> Fragments:
     face_ids = (zbuf << 32) >> 32
     depth = torch.zeros(zbuf.shape[0], dtype=torch.float32, device=zbuf.device)
     bary = torch.zeros(zbuf.shape[0], 3, dtype=torch.float32, device=zbuf.device)
-    idx = mask.view(shape).nonzero()  # (P, 3): image, row, column
-    if idx.shape[0]:
-        pix = (idx[:, 0] * height + idx[:, 1]) * width + idx[:, 2]
+    for pix, image, row, col in _covered_pixels(mask.view(shape), height, width, chunk):
         keys = zbuf.index_select(0, pix)
         depth.index_copy_(0, pix, _key_depth(keys))
-        vid = faces.index_select(0, keys & _LOW32) + (idx[:, 0] * num_verts).unsqueeze(1)
-        vid = vid.t().reshape(-1)
-        x = X.index_select(0, vid).view(3, -1).long()
-        y = Y.index_select(0, vid).view(3, -1).long()
-        px = idx[:, 2] * _ONE + _HALF
-        py = idx[:, 1] * _ONE + _HALF
-        # n_i: edge function of the edge opposite vertex i at the pixel centre. The three add
-        # up to A2 exactly, and n_i / A2 is the barycentric weight of vertex i.
-        n = torch.stack([(x[e] - x[s]) * (py - y[s]) - (y[e] - y[s]) * (px - x[s])
-                         for s, e in ((1, 2), (2, 0), (0, 1))], 1)
-        area2 = n.sum(1, keepdim=True).double()
-        bary.index_copy_(0, pix, (n.double() / area2).float())
+        vid = _corner_ids(faces_t, keys & _LOW32, image, num_verts).view(-1)
+        x = X.index_select(0, vid).view(3, -1)
+        y = Y.index_select(0, vid).view(3, -1)
+        px = (col * _ONE + _HALF).int()
+        py = (row * _ONE + _HALF).int()
+        # n_i: edge function of the edge opposite vertex i at the pixel centre; n_i / A2 is
+        # the barycentric weight of vertex i. Differences are exact in int32 (< 2**30);
+        # the products are done in float64, exact to ~1e-16 relative.
+        n = [(x[e] - x[s]).double() * (py - y[s]).double()
+             - (y[e] - y[s]).double() * (px - x[s]).double()
+             for s, e in ((1, 2), (2, 0), (0, 1))]
+        inv_area2 = 1.0 / (n[0] + n[1] + n[2])
+        bary.index_copy_(0, pix, torch.stack([(v * inv_area2).float() for v in n], 1))
     return Fragments(face_ids=face_ids.view(shape), bary=bary.view(*shape, 3),
                      depth=depth.view(shape), mask=mask.view(shape))
 
 
 @torch.no_grad()
-def interpolate(fragments: Fragments, faces: torch.Tensor,
-                vertex_attrs: torch.Tensor) -> torch.Tensor:
+def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.Tensor,
+                max_chunk_pixels: int | None = None) -> torch.Tensor:
     """Barycentric interpolation of per-vertex attributes at every covered pixel.
 
     Args:
         fragments: output of :func:`rasterize`.
         faces: the (F, 3) faces given to :func:`rasterize`.
         vertex_attrs: (B, V, C) float attributes, or (V, C) shared by the whole batch.
+        max_chunk_pixels: covered pixels processed at once, bounding temporary memory;
+            None: :func:`default_max_chunk_pixels` of the device.
 
     Returns:
-        (B, H, W, C) tensor (dtype of ``vertex_attrs``, at least float32), 0 where empty.
+        (B, H, W, C) tensor of ``vertex_attrs``'s dtype (at least float32), 0 where empty.
+
+    Raises:
+        ValueError: on wrong shapes or dtypes, or faces out of range for ``vertex_attrs``.
     """
     if not isinstance(vertex_attrs, torch.Tensor) or not isinstance(faces, torch.Tensor):
         raise ValueError("interpolate: faces and vertex_attrs must be torch.Tensors")
     batch, height, width = fragments.face_ids.shape
-    if vertex_attrs.ndim == 2:
-        vertex_attrs = vertex_attrs.unsqueeze(0).expand(batch, -1, -1)
-    if vertex_attrs.ndim != 3 or vertex_attrs.shape[0] != batch:
+    shared = vertex_attrs.ndim == 2
+    if not (shared or vertex_attrs.ndim == 3 and vertex_attrs.shape[0] == batch):
         raise ValueError(f"interpolate: vertex_attrs must have shape ({batch}, V, C) or (V, C), "
                          f"got {tuple(vertex_attrs.shape)}")
     if not vertex_attrs.is_floating_point():
         raise ValueError(f"interpolate: vertex_attrs must be a float tensor, "
                          f"got {vertex_attrs.dtype}")
-    if faces.ndim != 2 or faces.shape[1] != 3 or faces.is_floating_point():
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.is_floating_point() \
+            or faces.dtype == torch.bool:
         raise ValueError(f"interpolate: faces must be an (F, 3) integer tensor, "
                          f"got {tuple(faces.shape)} {faces.dtype}")
-    num_verts, channels = vertex_attrs.shape[1:]
+    num_verts, channels = vertex_attrs.shape[-2:]
     device = fragments.face_ids.device
-    dtype = torch.promote_types(vertex_attrs.dtype, torch.float32)
     faces = faces.to(device=device, dtype=torch.int64)
+    if faces.numel():
+        lo, hi = (int(v) for v in torch.aminmax(faces))
+        if lo < 0 or hi >= num_verts:
+            raise ValueError(f"interpolate: faces index out of range: values span [{lo}, {hi}] "
+                             f"but vertex_attrs has {num_verts} vertices")
+    dtype = torch.promote_types(vertex_attrs.dtype, torch.float32)
     out = torch.zeros(batch * height * width, channels, dtype=dtype, device=device)
-    idx = fragments.mask.nonzero()  # (P, 3): image, row, column
-    if idx.shape[0] and channels:
-        pix = (idx[:, 0] * height + idx[:, 1]) * width + idx[:, 2]
-        face = fragments.face_ids.reshape(-1).index_select(0, pix)
-        vid = faces.index_select(0, face) + (idx[:, 0] * num_verts).unsqueeze(1)
-        vid = vid.t().contiguous()
-        attrs = vertex_attrs.to(device=device, dtype=dtype).reshape(batch * num_verts, channels)
-        w = fragments.bary.reshape(-1, 3).index_select(0, pix).to(dtype).t().unsqueeze(2)
+    if channels == 0:
+        return out.view(batch, height, width, channels)
+    attrs = vertex_attrs.to(device=device, dtype=dtype).reshape(-1, channels)
+    faces_t = faces.t().contiguous()
+    face_ids = fragments.face_ids.reshape(-1)
+    bary = fragments.bary.reshape(-1, 3)
+    if max_chunk_pixels is None:
+        max_chunk_pixels = default_max_chunk_pixels(device)
+    for pix, image, _, _ in _covered_pixels(fragments.mask, height, width, max_chunk_pixels):
+        vid = _corner_ids(faces_t, face_ids.index_select(0, pix), image,
+                          0 if shared else num_verts)
+        w = bary.index_select(0, pix).to(dtype).t().unsqueeze(2)
         val = attrs.index_select(0, vid[0]) * w[0]
         val += attrs.index_select(0, vid[1]) * w[1]
         val += attrs.index_select(0, vid[2]) * w[2]

@@ -1,0 +1,504 @@
+"""Tests of models/networks/rasterizer.py: coverage rule, z-buffer, barycentrics, edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.networks.rasterizer import Fragments, interpolate, rasterize
+
+
+# ----------------------------------------------------------------------------------- helpers
+def reference_raster(verts, faces, height, width, cull_backfaces=False):
+    """Brute-force rasteriser written independently of the module, pixel by pixel.
+
+    Same specification: x, y snapped to 1/256 px (round half to even), a pixel is covered
+    when its centre is inside by the top-left rule, smallest depth wins, ties -> lowest face.
+    Returns (face_ids, depth, count) as nested lists; count is how many faces claim a pixel.
+    """
+    verts = [tuple(v) for v in verts.tolist()]
+    face_ids = [[-1] * width for _ in range(height)]
+    depth = [[0.0] * width for _ in range(height)]
+    count = [[0] * width for _ in range(height)]
+    best = [[math.inf] * width for _ in range(height)]
+    for f, tri in enumerate(faces.tolist()):
+        pts = [verts[i] for i in tri]
+        if not all(math.isfinite(c) for p in pts for c in p):
+            continue
+        if any(abs(c) > 2**20 for p in pts for c in p[:2]):
+            continue
+        xs = [round(p[0] * 256) for p in pts]
+        ys = [round(p[1] * 256) for p in pts]
+        area2 = (xs[1] - xs[0]) * (ys[2] - ys[0]) - (ys[1] - ys[0]) * (xs[2] - xs[0])
+        if area2 == 0 or (cull_backfaces and area2 > 0):
+            continue
+        # Orient clockwise on screen (positive area): inside is then "all edges >= 0".
+        order = [0, 1, 2] if area2 > 0 else [0, 2, 1]
+        for i in range(height):
+            for j in range(width):
+                px, py = 256 * j + 128, 256 * i + 128
+                inside = True
+                for k in range(3):
+                    a, b = order[k], order[(k + 1) % 3]
+                    dx, dy = xs[b] - xs[a], ys[b] - ys[a]
+                    w = dx * (py - ys[a]) - dy * (px - xs[a])
+                    top_left = dy < 0 or (dy == 0 and dx > 0)
+                    if w < 0 or (w == 0 and not top_left):
+                        inside = False
+                        break
+                if not inside:
+                    continue
+                count[i][j] += 1
+                w = [(xs[(v + 2) % 3] - xs[(v + 1) % 3]) * (py - ys[(v + 1) % 3])
+                     - (ys[(v + 2) % 3] - ys[(v + 1) % 3]) * (px - xs[(v + 1) % 3])
+                     for v in range(3)]
+                z = sum(w[v] * pts[v][2] for v in range(3)) / area2
+                if z < best[i][j]:
+                    best[i][j], face_ids[i][j], depth[i][j] = z, f, z
+    return face_ids, depth, count
+
+
+def random_mesh(gen, num_verts, num_faces, height, width, margin=3.0, lattice=None):
+    """Random vertices (some outside the image) and faces; optionally on a lattice."""
+    lo = torch.tensor([-margin, -margin, 0.0])
+    span = torch.tensor([width + 2 * margin, height + 2 * margin, 1.0])
+    verts = torch.rand(num_verts, 3, generator=gen) * span + lo
+    if lattice:
+        verts[:, :2] = torch.round(verts[:, :2] * lattice) / lattice
+    faces = torch.stack([torch.randperm(num_verts, generator=gen)[:3]
+                         for _ in range(num_faces)])
+    return verts, faces
+
+
+def flat_faces(verts, faces, depths):
+    """Unshare vertices so that every face gets its own constant depth."""
+    v = verts[faces.reshape(-1)].clone()
+    v[:, 2] = torch.as_tensor(depths, dtype=v.dtype).repeat_interleave(3)
+    return v, torch.arange(v.shape[0]).view(-1, 3)
+
+
+def centre_inside_rect(height, width, x0, y0, x1, y1):
+    """Pixels whose centre c satisfies x0 <= cx < x1, y0 <= cy < y1 (top-left rule)."""
+    c_x = torch.arange(width) + 0.5
+    c_y = torch.arange(height) + 0.5
+    return ((c_y[:, None] >= y0) & (c_y[:, None] < y1)) & ((c_x >= x0) & (c_x < x1))
+
+
+def claims(verts, faces, height, width, **kw):
+    """Per-pixel (covered, claimed-by-several) using two renders with opposite depth orders.
+
+    A pixel claimed by two or more faces shows the lowest face in one render and the highest
+    in the other; a pixel claimed by one face shows it in both.
+    """
+    n = faces.shape[0]
+    va, fa = flat_faces(verts, faces, torch.arange(n, dtype=torch.float32))
+    vb, fb = flat_faces(verts, faces, -torch.arange(n, dtype=torch.float32))
+    a = rasterize(va, fa, height, width, **kw)
+    b = rasterize(vb, fb, height, width, **kw)
+    assert torch.equal(a.mask, b.mask)
+    return a.mask[0], (a.face_ids != b.face_ids)[0]
+
+
+# ------------------------------------------------------------------------- coverage rule
+@pytest.mark.parametrize("rect", [
+    (2.3, 1.7, 9.8, 7.1),   # generic corners
+    (2.5, 1.5, 9.5, 7.5),   # edges exactly through pixel centres
+    (2.0, 1.0, 10.0, 7.0),  # edges on pixel boundaries
+    (-3.5, -2.5, 5.5, 20.0),  # partly outside the image
+])
+@pytest.mark.parametrize("diagonal", [0, 1])
+@pytest.mark.parametrize("flip", [False, True])
+def test_square_of_two_triangles_covers_each_pixel_once(rect, diagonal, flip):
+    x0, y0, x1, y1 = rect
+    verts = torch.tensor([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]] if diagonal == 0 else [[0, 1, 3], [1, 2, 3]])
+    if flip:
+        faces = faces[:, [0, 2, 1]]
+    height, width = 12, 13
+    expected = centre_inside_rect(height, width, x0, y0, x1, y1)
+    counts = sum(rasterize(verts, faces[i:i + 1], height, width).mask[0].int() for i in range(2))
+    assert torch.equal(counts, expected.int())
+    frags = rasterize(verts, faces, height, width)
+    assert torch.equal(frags.mask[0], expected)
+
+
+def test_jittered_grid_of_10k_triangles_has_no_cracks_and_no_overlaps():
+    gen = torch.Generator().manual_seed(0)
+    n = 71  # 71 x 71 cells, 2 triangles each: 10,082 triangles
+    lo, hi = 8.0, 248.0  # region boundary on pixel boundaries: no centre lies on it
+    g = torch.linspace(lo, hi, n + 1)
+    gy, gx = torch.meshgrid(g, g, indexing="ij")
+    cell = (hi - lo) / n
+    # Jitter (<= 0.15 cell per coordinate, plus the snapping below) small enough that no
+    # triangle can fold over: the mesh is a valid tiling of the square.
+    jitter = (torch.rand(n + 1, n + 1, 2, generator=gen) - 0.5) * 0.3 * cell
+    interior = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+    interior[1:-1, 1:-1] = True
+    xy = torch.stack([gx, gy], -1) + jitter * interior[..., None]
+    # Put half the interior vertices on the half-pixel lattice, so that many vertices and
+    # edges pass exactly through pixel centres.
+    snap = interior & (torch.rand(n + 1, n + 1, generator=gen) < 0.5)
+    xy[snap] = torch.round(xy[snap] * 2) / 2
+    verts = torch.cat([xy.reshape(-1, 2), torch.zeros((n + 1) ** 2, 1)], 1)
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    a = (i * (n + 1) + j).reshape(-1)
+    b, c, d = a + 1, a + n + 1, a + n + 2
+    main_diag = torch.rand(n * n, generator=gen) < 0.5
+    t1 = torch.where(main_diag[:, None], torch.stack([a, b, d], 1), torch.stack([a, b, c], 1))
+    t2 = torch.where(main_diag[:, None], torch.stack([a, d, c], 1), torch.stack([b, d, c], 1))
+    faces = torch.cat([t1, t2])
+    tri = verts[faces]
+    d1, d2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    assert (d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0] > 0.1).all()  # one consistent winding
+    # Random winding: with culling off both orientations must tile the same way.
+    swap = torch.rand(faces.shape[0], generator=gen) < 0.5
+    faces[swap] = faces[swap][:, [0, 2, 1]]
+    assert faces.shape[0] >= 10_000
+
+    covered, multiple = claims(verts, faces, 256, 256)
+    expected = centre_inside_rect(256, 256, lo, lo, hi, hi)
+    assert torch.equal(covered, expected), f"{int((expected & ~covered).sum())} cracks"
+    assert not multiple.any(), f"{int(multiple.sum())} pixels drawn twice"
+
+
+def test_closed_fan_around_a_pixel_centre_covers_it_once():
+    # 8 triangles around a vertex that sits exactly on a pixel centre, with spokes along
+    # rows, columns and diagonals through pixel centres.
+    c = (5.5, 5.5)
+    ring = [(c[0] + 3 * math.cos(a), c[1] + 3 * math.sin(a))
+            for a in [k * math.pi / 4 for k in range(8)]]
+    ring = [(round(x * 2) / 2, round(y * 2) / 2) for x, y in ring]
+    verts = torch.tensor([[*c, 0.0]] + [[x, y, 0.0] for x, y in ring])
+    faces = torch.tensor([[0, 1 + k, 1 + (k + 1) % 8] for k in range(8)])
+    covered, multiple = claims(verts, faces, 12, 12)
+    assert covered[5, 5] and not multiple.any()
+    assert reference_raster(*flat_faces(verts, faces, torch.arange(8.0)), 12, 12)[2][5][5] == 1
+
+
+# ------------------------------------------------------------------------- reference check
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("cull", [False, True])
+def test_matches_bruteforce_reference_exactly(seed, cull):
+    gen = torch.Generator().manual_seed(seed)
+    height, width = 11, 14
+    verts, faces = random_mesh(gen, 9, 12, height, width,
+                               lattice=[None, 2, 4][seed % 3])
+    # Distinct constant depths per face make the expected winner unambiguous.
+    depths = torch.randperm(12, generator=gen).float() - 5.0
+    verts, faces = flat_faces(verts, faces, depths)
+    ref_ids, ref_depth, _ = reference_raster(verts, faces, height, width, cull)
+    frags = rasterize(verts, faces, height, width, cull_backfaces=cull)
+    assert torch.equal(frags.face_ids[0], torch.tensor(ref_ids))
+    assert torch.equal(frags.depth[0], torch.tensor(ref_depth))
+    assert torch.equal(frags.mask[0], torch.tensor(ref_ids) >= 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_reference_with_sloped_depths(seed):
+    gen = torch.Generator().manual_seed(100 + seed)
+    height, width = 12, 10
+    verts, faces = random_mesh(gen, 12, 10, height, width, lattice=4 if seed % 2 else None)
+    verts[:, 2] = torch.rand(12, generator=gen) * 4 - 2
+    ref_ids, ref_depth, _ = reference_raster(verts, faces, height, width)
+    frags = rasterize(verts, faces, height, width)
+    ref_ids = torch.tensor(ref_ids)
+    ref_depth = torch.tensor(ref_depth, dtype=torch.float32)
+    assert torch.equal(frags.mask[0], ref_ids >= 0)
+    torch.testing.assert_close(frags.depth[0], ref_depth, atol=1e-5, rtol=1e-5)
+    assert torch.equal(frags.face_ids[0], ref_ids)
+
+
+# ------------------------------------------------------------------------------- z-buffer
+def test_nearer_triangle_wins_regardless_of_order():
+    big = [[0.0, 0.0], [16.0, 0.0], [0.0, 16.0]]
+    small = [[2.0, 2.0], [8.0, 2.0], [2.0, 8.0]]
+    for near, far in [(-3.0, -1.0), (1.0, 2.0), (-0.5, 0.5)]:
+        verts = torch.tensor([[*p, far] for p in big] + [[*p, near] for p in small])
+        for faces, small_id in [([[0, 1, 2], [3, 4, 5]], 1), ([[3, 4, 5], [0, 1, 2]], 0)]:
+            frags = rasterize(verts, torch.tensor(faces), 16, 16)
+            assert frags.face_ids[0, 4, 4] == small_id
+            assert frags.depth[0, 4, 4] == near
+            assert frags.face_ids[0, 12, 1] == 1 - small_id
+            assert frags.depth[0, 12, 1] == far
+
+
+def test_exact_depth_ties_go_to_the_lowest_face_index():
+    tri = [[1.0, 1.0], [9.0, 1.0], [1.0, 9.0]]
+    for z_a, z_b in [(0.7, 0.7), (-0.0, 0.0), (0.0, -0.0), (-2.5, -2.5)]:
+        verts = torch.tensor([[*p, z_a] for p in tri] + [[*p, z_b] for p in tri])
+        for faces in ([[0, 1, 2], [3, 4, 5]], [[3, 5, 4], [1, 2, 0]], [[4, 5, 3], [0, 1, 2]]):
+            frags = rasterize(verts, torch.tensor(faces), 10, 10)
+            assert frags.mask[0].sum() > 0
+            assert (frags.face_ids[0][frags.mask[0]] == 0).all()
+    # The same face twice: the first copy wins.
+    verts = torch.tensor([[*p, 1.0] for p in tri])
+    frags = rasterize(verts, torch.tensor([[2, 0, 1], [1, 2, 0], [0, 1, 2]]), 10, 10)
+    assert (frags.face_ids[0][frags.mask[0]] == 0).all()
+
+
+def test_batch_images_are_independent():
+    gen = torch.Generator().manual_seed(3)
+    verts, faces = random_mesh(gen, 20, 30, 16, 16)
+    batch = torch.stack([verts, verts.flip(0), verts * 0.5])
+    frags = rasterize(batch, faces, 16, 16)
+    for b in range(3):
+        single = rasterize(batch[b], faces, 16, 16)
+        for name in ("face_ids", "bary", "depth", "mask"):
+            assert torch.equal(getattr(frags, name)[b], getattr(single, name)[0]), name
+
+
+# --------------------------------------------------------------------------- barycentrics
+def test_barycentrics_sum_to_one_and_reproduce_pixel_centres():
+    gen = torch.Generator().manual_seed(1)
+    height, width = 40, 48
+    verts, faces = random_mesh(gen, 30, 40, height, width, lattice=256)
+    verts[:, 2] = torch.rand(30, generator=gen) * 10
+    frags = rasterize(verts, faces, height, width)
+    m = frags.mask[0]
+    assert m.sum() > 500
+    bary = frags.bary[0][m]
+    torch.testing.assert_close(bary.sum(-1), torch.ones(len(bary)), atol=1e-6, rtol=0)
+    assert (bary >= 0).all() and (bary <= 1).all()
+    assert (frags.bary[0][~m] == 0).all() and (frags.depth[0][~m] == 0).all()
+    xy = interpolate(frags, faces, verts[:, :2])[0]
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    centres = torch.stack([cols + 0.5, rows + 0.5], -1).float()
+    torch.testing.assert_close(xy[m], centres[m], atol=1e-4, rtol=0)
+    assert (xy[~m] == 0).all()
+    z = interpolate(frags, faces, verts[None, :, 2:])[0, ..., 0]
+    torch.testing.assert_close(z[m], frags.depth[0][m], atol=1e-5, rtol=1e-5)
+
+
+def test_interpolate_shapes_and_dtypes():
+    verts = torch.tensor([[1.0, 1.0, 0.0], [7.0, 1.0, 0.0], [1.0, 7.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2]])
+    frags = rasterize(torch.stack([verts, verts + 1]), faces, 8, 9)
+    colours = torch.eye(3, dtype=torch.float64)
+    out = interpolate(frags, faces, colours)  # (V, C) is shared by the batch
+    assert out.shape == (2, 8, 9, 3) and out.dtype == torch.float64
+    torch.testing.assert_close(out.sum(-1), frags.mask.double(), atol=1e-6, rtol=0)
+    per_image = interpolate(frags, faces, torch.stack([colours, 2 * colours]).float())
+    assert per_image.dtype == torch.float32
+    torch.testing.assert_close(per_image[1], 2 * out[1].float())
+    assert interpolate(frags, faces, torch.zeros(3, 0)).shape == (2, 8, 9, 0)
+
+
+# ----------------------------------------------------------------------- culling, winding
+def test_backface_culling_policy():
+    # Counter-clockwise on screen (y down): A2 = (x1-x0)(y2-y0) - (y1-y0)(x2-x0) < 0: front.
+    ccw = torch.tensor([[1.0, 1.0, 0.0], [1.0, 7.0, 0.0], [7.0, 1.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2]])
+    cw_faces = faces[:, [0, 2, 1]]
+    front = rasterize(ccw, faces, 8, 8, cull_backfaces=True)
+    back = rasterize(ccw, cw_faces, 8, 8, cull_backfaces=True)
+    assert front.mask.sum() > 0 and back.mask.sum() == 0
+    both = rasterize(ccw, cw_faces, 8, 8)
+    assert torch.equal(both.mask, front.mask)
+    # Barycentrics follow the face's own vertex order, whatever the winding.
+    torch.testing.assert_close(both.bary[front.mask][:, [0, 2, 1]], front.bary[front.mask])
+
+
+def test_culling_keeps_the_nearest_front_face():
+    # A closed box seen from the front: with culling only the front-facing side is drawn,
+    # without it the z-buffer must find the same surface.
+    from itertools import product
+    corners = torch.tensor(list(product([2.0, 14.0], repeat=3)))  # x, y, z
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces = []
+    for a, b, c, d in quads:
+        faces += [[a, b, c], [a, c, d]]
+    faces = torch.tensor(faces)
+    # Orient every face with its normal pointing out of the box (right-hand rule).
+    centre = corners.mean(0)
+    tri = corners[faces]
+    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    inward = ((tri.mean(1) - centre) * normal).sum(1) < 0
+    faces[inward] = faces[inward][:, [0, 2, 1]]
+    culled = rasterize(corners, faces, 16, 16, cull_backfaces=True)
+    full = rasterize(corners, faces, 16, 16)
+    assert culled.mask.sum() == 144  # the 12 x 12 square, drawn once
+    assert torch.equal(culled.mask, full.mask)
+    assert (culled.depth[culled.mask] == 2.0).all()
+    assert torch.equal(culled.face_ids, full.face_ids)
+
+
+def test_degenerate_triangles_draw_nothing():
+    verts = torch.tensor([[1.0, 1.0, 0.0], [5.0, 5.0, 0.0], [9.0, 9.0, 0.0], [1.0, 1.0, 0.0],
+                          [1.0 + 1e-4, 1.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 3, 1], [0, 0, 0], [0, 4, 3]])
+    assert rasterize(verts, faces, 10, 10).mask.sum() == 0
+
+
+# ------------------------------------------------------------------ chunking, huge triangles
+@pytest.mark.parametrize("chunk", [1, 7, 100, 5000])
+def test_chunking_does_not_change_the_result(chunk):
+    gen = torch.Generator().manual_seed(5)
+    verts, faces = random_mesh(gen, 12, 14, 20, 24, margin=10.0, lattice=2)
+    verts = torch.stack([verts, verts.flip(0)])
+    verts[..., 2] = torch.rand(2, 12, generator=gen)
+    ref = rasterize(verts, faces, 20, 24)
+    got = rasterize(verts, faces, 20, 24, max_chunk_pixels=chunk)
+    for name in ("face_ids", "bary", "depth", "mask"):
+        assert torch.equal(getattr(got, name), getattr(ref, name)), name
+
+
+def test_triangle_far_larger_than_the_image():
+    verts = torch.tensor([[-5000.0, -3000.0, 1.0], [40000.0, -2000.0, 2.0],
+                          [-3000.0, 30000.0, 3.0], [10.0, 10.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [3, 3, 3]])
+    frags = rasterize(verts, faces, 48, 64)
+    assert frags.mask.all() and (frags.face_ids == 0).all()
+    torch.testing.assert_close(frags.bary.sum(-1), torch.ones(1, 48, 64))
+    chunked = rasterize(verts, faces, 48, 64, max_chunk_pixels=100)
+    assert torch.equal(chunked.face_ids, frags.face_ids)
+    assert torch.equal(chunked.depth, frags.depth)
+    assert torch.equal(chunked.bary, frags.bary)
+
+
+def test_huge_triangle_on_a_large_image_is_chunked():
+    # Covers the whole 1024 x 1024 image (1M fragments) in chunks of 16k fragments; half
+    # of the image by a diagonal through pixel centres checks the fill rule at scale.
+    size = 1024
+    verts = torch.tensor([[0.5, 0.5, 0.0], [size + 0.5, 0.5, 0.0], [0.5, size + 0.5, 0.0],
+                          [size + 0.5, size + 0.5, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    frags = rasterize(verts, faces, size, size, max_chunk_pixels=1 << 14)
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    # Centre (j + .5, i + .5) is in face 0 when i + j < size (the diagonal's pixel centres
+    # belong to face 1: for face 0 that edge is a right edge).
+    expected = torch.where(rows + cols < size, 0, 1)
+    assert torch.equal(frags.face_ids[0], expected)
+
+
+# ---------------------------------------------------------------------------- edge cases
+def test_vertices_outside_the_image():
+    verts = torch.tensor([[-20.0, -20.0, 0.0], [-5.0, -20.0, 0.0], [-20.0, -5.0, 0.0],
+                          [-10.0, 4.0, 0.0], [30.0, 4.0, 0.0], [5.0, 40.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    frags = rasterize(verts, faces, 16, 16)
+    ref_ids, _, _ = reference_raster(verts, faces, 16, 16)
+    assert torch.equal(frags.face_ids[0], torch.tensor(ref_ids))
+    assert not (frags.face_ids == 0).any() and (frags.face_ids == 1).sum() > 50
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 2.0**21])
+def test_nonfinite_or_out_of_range_vertices_skip_their_triangles(bad):
+    gen = torch.Generator().manual_seed(7)
+    verts, faces = random_mesh(gen, 10, 12, 16, 16)
+    ok = rasterize(verts, faces[~(faces == 4).any(1)], 16, 16)
+    for coord in range(3 if math.isnan(bad) or math.isinf(bad) else 2):
+        broken = verts.clone()
+        broken[4, coord] = bad
+        frags = rasterize(broken, faces, 16, 16)
+        keep = torch.nonzero(~(faces == 4).any(1)).squeeze(1)
+        remapped = torch.where(ok.face_ids >= 0, keep[ok.face_ids.clamp_min(0)], -1)
+        assert torch.equal(frags.face_ids, remapped)
+        assert torch.equal(frags.bary, ok.bary) and torch.equal(frags.depth, ok.depth)
+
+
+def test_extreme_depths_are_ordered_and_never_nan():
+    big = 3.0e38
+    verts = torch.tensor([[0.0, 0.0, big], [16.0, 0.3, -big], [0.2, 16.0, big],
+                          [0.0, 0.0, 1.0], [16.0, 0.0, 1.0], [0.0, 16.0, 1.0]])
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    frags = rasterize(verts, faces, 16, 16)
+    assert not frags.depth.isnan().any() and frags.mask.sum() > 100
+    # Inside triangle 1 (depth 1) the winner is never farther than 1.
+    inside_1 = rasterize(verts, faces[1:], 16, 16).mask
+    assert (frags.depth[inside_1] <= 1.0).all()
+    assert (frags.depth[frags.face_ids == 1] == 1.0).all()
+
+
+def test_default_chunk_size():
+    from models.networks.rasterizer import default_max_chunk_pixels
+
+    assert default_max_chunk_pixels("cpu") >= 1 << 20
+    gen = torch.Generator().manual_seed(2)
+    verts, faces = random_mesh(gen, 10, 12, 16, 16)
+    a = rasterize(verts, faces, 16, 16)
+    b = rasterize(verts, faces, 16, 16, max_chunk_pixels=default_max_chunk_pixels("cpu"))
+    assert torch.equal(a.face_ids, b.face_ids) and torch.equal(a.bary, b.bary)
+
+
+def test_empty_inputs():
+    verts = torch.rand(2, 5, 3) * 8
+    faces = torch.tensor([[0, 1, 2], [2, 3, 4]])
+    empty_faces = rasterize(verts, torch.zeros(0, 3, dtype=torch.int64), 6, 7)
+    assert empty_faces.face_ids.shape == (2, 6, 7) and (empty_faces.face_ids == -1).all()
+    assert empty_faces.bary.shape == (2, 6, 7, 3) and not empty_faces.mask.any()
+    no_images = rasterize(torch.zeros(0, 5, 3), faces, 6, 7)
+    assert no_images.face_ids.shape == (0, 6, 7) and no_images.bary.shape == (0, 6, 7, 3)
+    assert interpolate(no_images, faces, torch.zeros(0, 5, 2)).shape == (0, 6, 7, 2)
+    no_pixels = rasterize(verts, faces, 0, 7)
+    assert no_pixels.mask.shape == (2, 0, 7)
+    no_verts = rasterize(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), 3, 3)
+    assert no_verts.mask.shape == (1, 3, 3) and not no_verts.mask.any()
+    single = rasterize(verts[0], faces, 6, 7)  # (V, 3) is one image
+    assert isinstance(single, Fragments) and single.face_ids.shape == (1, 6, 7)
+    assert single.face_ids.dtype == torch.int64 and single.bary.dtype == torch.float32
+    assert single.depth.dtype == torch.float32 and single.mask.dtype == torch.bool
+
+
+def test_other_vertex_and_face_dtypes():
+    gen = torch.Generator().manual_seed(11)
+    verts, faces = random_mesh(gen, 10, 12, 16, 16, lattice=4)
+    verts[:, 2] = torch.round(verts[:, 2] * 8) / 8  # exact in float16 too
+    ref = rasterize(verts, faces, 16, 16)
+    for v, f in [(verts.double(), faces), (verts.half(), faces.int()), (verts, faces.short())]:
+        frags = rasterize(v, f, 16, 16)
+        assert torch.equal(frags.face_ids, ref.face_ids)
+    x = verts.clone().requires_grad_(True)
+    assert torch.equal(rasterize(x, faces, 16, 16).face_ids, ref.face_ids)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda v, f: rasterize(v[..., :2], f, 8, 8), "shape"),
+    (lambda v, f: rasterize(v[None, None], f, 8, 8), "shape"),
+    (lambda v, f: rasterize(v.long(), f, 8, 8), "float"),
+    (lambda v, f: rasterize(v, f[:, :2], 8, 8), "faces must have shape"),
+    (lambda v, f: rasterize(v, f.float(), 8, 8), "integer"),
+    (lambda v, f: rasterize(v, f + 3, 8, 8), "out of range"),
+    (lambda v, f: rasterize(v, f - 1, 8, 8), "out of range"),
+    (lambda v, f: rasterize(v, f, -1, 8), "height"),
+    (lambda v, f: rasterize(v, f, 8, 8.0), "width"),
+    (lambda v, f: rasterize(v, f, 8, 8, max_chunk_pixels=0), "max_chunk_pixels"),
+    (lambda v, f: rasterize(v.tolist(), f, 8, 8), "torch.Tensor"),
+    (lambda v, f: interpolate(rasterize(v, f, 8, 8), f, torch.zeros(2, 3, 1)), "vertex_attrs"),
+    (lambda v, f: interpolate(rasterize(v, f, 8, 8), f, torch.zeros(3, 1, dtype=torch.long)),
+     "float"),
+    (lambda v, f: interpolate(rasterize(v, f, 8, 8), f, torch.zeros(2, 1)), "vertex_attrs"),
+])
+def test_bad_input_raises_value_error(call, match):
+    verts = torch.tensor([[1.0, 1.0, 0.0], [6.0, 1.0, 0.0], [1.0, 6.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2]])
+    with pytest.raises(ValueError, match=match):
+        call(verts, faces)
+
+
+# ---------------------------------------------------------------------------------- device
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    gen = torch.Generator().manual_seed(21)
+    cases = []
+    for seed in range(3):
+        verts, faces = random_mesh(gen, 300, 600, 96, 128, margin=20.0,
+                                   lattice=[None, 2, 256][seed])
+        verts[:, 2] = torch.rand(300, generator=gen) * 50 - 25
+        cases.append((torch.stack([verts, verts.flip(0)]), faces, 96, 128))
+    big = torch.tensor([[-900.0, -500.0, 1.0], [3000.0, 10.0, 2.0], [20.0, 4000.0, 0.5]])
+    cases.append((big, torch.tensor([[0, 1, 2]]), 512, 640))
+    for verts, faces, height, width in cases:
+        for kw in ({}, {"cull_backfaces": True}, {"max_chunk_pixels": 4096}):
+            cpu = rasterize(verts, faces, height, width, **kw)
+            gpu = rasterize(verts.cuda(), faces.cuda(), height, width, **kw)
+            assert gpu.face_ids.is_cuda
+            assert torch.equal(gpu.face_ids.cpu(), cpu.face_ids)
+            assert torch.equal(gpu.mask.cpu(), cpu.mask)
+            torch.testing.assert_close(gpu.depth.cpu(), cpu.depth, rtol=0, atol=0)
+            torch.testing.assert_close(gpu.bary.cpu(), cpu.bary, rtol=1e-6, atol=1e-7)
+            attrs = verts[..., :2] if verts.ndim == 3 else verts[None, :, :2]
+            torch.testing.assert_close(
+                interpolate(gpu, faces.cuda(), attrs.cuda()).cpu(),
+                interpolate(cpu, faces, attrs), rtol=1e-6, atol=1e-5)
