@@ -1,0 +1,463 @@
+"""evaluate.py and util/metrics.py: metric sanity, AUC on hand-made scores, LFW-style
+pairs, identity descriptors (skipped without dlib), end-to-end runs in render-only mode and
+on a tiny checkpoint, and ``quick_eval``."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import evaluate  # noqa: E402
+from util import metrics  # noqa: E402
+
+TINY = ["--ngf", "8", "--n_blocks_G", "1", "--n_downsample_G", "2", "--spade_nhidden", "8",
+        "--crop_size", "64", "--device", "cpu", "--model", "rotatespade"]
+
+# The report's documented layout (evaluate.py's docstring): top-level keys, then the keys
+# of each per-mode / per-yaw entry.
+POSE_KEYS = {"requested_yaw", "n", "found_fraction", "mean_abs_error", "median_abs_error",
+             "p90_abs_error", "mean_fitted_yaw"}
+IDENTITY_KEYS = {"n", "mean", "median", "p90", "same_person_fraction", "missing"}
+RECON_KEYS = {"l1", "psnr", "ssim"}
+CONDITION_KEYS = {"pairs", "same", "different", "accuracy_at_threshold", "threshold",
+                  "accuracy_cv", "accuracy_cv_std", "cv_threshold", "cv_folds", "auc",
+                  "mean_distance_same", "mean_distance_different"}
+
+
+# --------------------------------------------------------------------------- pure metrics
+
+
+def test_image_metrics_of_identical_images():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    mask = np.zeros((48, 48), bool)
+    mask[10:30, 12:40] = True
+    for m in (None, mask):
+        assert metrics.psnr(img, img, m) == math.inf
+        assert metrics.ssim(img, img, m) == pytest.approx(1.0)
+        assert metrics.l1(img, img, m) == 0.0
+    assert math.isnan(metrics.psnr(img, img, np.zeros((48, 48))))
+
+
+def test_image_metrics_known_values():
+    a = np.zeros((32, 32, 3))
+    b = np.full((32, 32, 3), 0.1)
+    assert metrics.l1(a, b) == pytest.approx(0.1)
+    assert metrics.psnr(a, b) == pytest.approx(20.0)  # mse 0.01, peak 1
+    # the mask picks the region: outside it the images may differ arbitrarily
+    c = b.copy()
+    c[:, :16] = 1.0
+    mask = np.zeros((32, 32), bool)
+    mask[:, 16:] = True
+    assert metrics.psnr(a, c, mask) == pytest.approx(20.0)
+    assert metrics.psnr(a, c) < 20.0
+    u8 = (b * 255).round().astype(np.uint8)
+    assert metrics.l1(np.zeros_like(u8), u8) == pytest.approx(26 / 255)
+    noisy = np.clip(b + np.random.default_rng(1).normal(0, 0.2, b.shape), 0, 1)
+    assert metrics.ssim(b, noisy) < 0.5
+
+
+def test_roc_auc_hand_made():
+    # positives 0.9, 0.4 vs negatives 0.5, 0.1: 3 of 4 orderings right
+    assert metrics.roc_auc([0.9, 0.4, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(0.75)
+    # a tie counts half: 0.5 vs (0.5, 0.2) -> (0.5 + 1) / 2
+    assert metrics.roc_auc([0.5, 0.5, 0.2], [1, 0, 0]) == pytest.approx(0.75)
+    assert metrics.roc_auc([3, 2, 1, 0], [1, 1, 0, 0]) == 1.0
+    assert metrics.roc_auc([0, 1, 2, 3], [1, 1, 0, 0]) == 0.0
+    assert metrics.roc_auc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.5
+    assert math.isnan(metrics.roc_auc([1, 2], [1, 1]))
+    with pytest.raises(ValueError):
+        metrics.roc_auc([1, 2, 3], [1, 0])
+
+
+def test_auc_matches_pairwise_count_and_ranks_match_scipy():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 20, 200).astype(float)  # many ties
+    y = rng.random(200) < 0.4
+    np.testing.assert_allclose(metrics.average_ranks(s), rankdata(s))
+    pos, neg = s[y], s[~y]
+    brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum())
+    assert metrics.roc_auc(s, y) == pytest.approx(brute / (len(pos) * len(neg)))
+
+
+def test_verification_accuracy():
+    same = np.array([0.2, 0.3, 0.35, 0.4, 0.5] * 4)
+    diff = np.array([0.7, 0.8, 0.9, 0.65, 1.0] * 4)
+    d = np.concatenate([same, diff])
+    y = np.array([True] * 20 + [False] * 20)
+    assert metrics.accuracy_at(d, y, 0.6) == 1.0
+    t, acc = metrics.best_threshold(d, y)
+    assert acc == 1.0 and 0.5 < t < 0.65
+    cv = metrics.cv_accuracy(d, y)
+    assert cv["mean"] == 1.0 and cv["folds"] == 10
+    folds = metrics.stratified_folds(y)
+    assert all(y[folds == k].sum() == 2 for k in range(10))
+    s = metrics.verification_summary(d, y)
+    assert set(s) == CONDITION_KEYS
+    assert s["auc"] == 1.0 and s["pairs"] == 40
+    # one same pair far away: 39 / 40 at 0.6, AUC just below 1
+    d2 = d.copy()
+    d2[0] = 0.95
+    assert metrics.accuracy_at(d2, y, 0.6) == pytest.approx(39 / 40)
+    assert 0.95 < metrics.roc_auc(-d2, y) < 1.0
+
+
+def test_pose_summary_counts_missing_faces():
+    s = metrics.pose_summary([10.0, None, 20.0, float("nan"), 30.0], 20.0)
+    assert s["n"] == 5 and s["found_fraction"] == pytest.approx(0.6)
+    assert s["mean_abs_error"] == pytest.approx(20 / 3)
+    assert s["p90_abs_error"] == pytest.approx(10.0)
+    assert s["mean_fitted_yaw"] == pytest.approx(20.0)
+    none = metrics.pose_summary([None, None], 0.0)
+    assert none["found_fraction"] == 0.0 and none["mean_abs_error"] is None
+    np.testing.assert_allclose(metrics.yaw_errors([-50.0, 5.0], [-60.0, 0.0]), [10.0, 5.0])
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def test_pairs_are_seeded_distinct_and_round_trip(tmp_path):
+    people = {f"Person_{c}": [f"Person_{c}/Person_{c}_{i:04d}.jpg" for i in range(1, n + 1)]
+              for c, n in zip("ABCDEF", (1, 2, 3, 5, 1, 4))}
+    pairs = evaluate.make_pairs(people, 8, seed=0)
+    assert pairs == evaluate.make_pairs(people, 8, seed=0)
+    assert pairs != evaluate.make_pairs(people, 8, seed=1)
+    same = [p for p in pairs if p[2]]
+    diff = [p for p in pairs if not p[2]]
+    assert len(same) == 8 and len(diff) == 8
+    assert len({(a, b) for a, b, _ in pairs}) == 16
+    assert all(a.split("/")[0] == b.split("/")[0] and a != b for a, b, _ in same)
+    assert all(a.split("/")[0] != b.split("/")[0] for a, b, _ in diff)
+    path = tmp_path / "pairs.txt"
+    evaluate.write_pairs(pairs, str(path), "test pairs")
+    assert evaluate.read_pairs(str(path)) == pairs
+    # LFW's own pairs.txt layout (a header of numbers) reads too
+    lfw = tmp_path / "lfw_pairs.txt"
+    lfw.write_text("1\t2\nAbel_Pacheco\t1\t4\nAbdel_Madi_Shabneh\t1\tDean_Barker\t1\n")
+    assert evaluate.read_pairs(str(lfw)) == [
+        ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg", True),
+        ("Abdel_Madi_Shabneh/Abdel_Madi_Shabneh_0001.jpg", "Dean_Barker/Dean_Barker_0001.jpg",
+         False)]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("just_a_name\n")
+    with pytest.raises(ValueError, match="bad.txt:1"):
+        evaluate.read_pairs(str(bad))
+
+
+def test_sample_is_seeded():
+    items = list(range(100))
+    assert evaluate.sample(items, 10, 0) == evaluate.sample(items, 10, 0)
+    assert sorted(evaluate.sample(items, 100, 0)) == items
+    assert evaluate.sample(items, 0, 0) == items
+
+
+# --------------------------------------------------------------------------- identity + pose
+
+
+@pytest.fixture(scope="module")
+def describer():
+    from util.identity import load_describer
+
+    d, message = load_describer()
+    if d is None:
+        pytest.skip(message)
+    return d
+
+
+@pytest.fixture(scope="module")
+def example_fits(fitter, example_photos):
+    return {name: fitter.fit(rgb) for name, rgb in example_photos.items()}
+
+
+def test_identity_distances(describer, fitter, example_photos, example_fits):
+    astro = example_photos["astronaut.png"]
+    hopper = example_photos["grace_hopper.jpg"]
+    d_astro = describer.describe(astro, example_fits["astronaut.png"].landmarks68)
+    d_hopper = describer.describe(hopper, example_fits["grace_hopper.jpg"].landmarks68)
+    assert d_astro.shape == (128,)
+    assert metrics.descriptor_distance(d_astro, d_astro) == pytest.approx(0.0, abs=1e-9)
+    # the same photo described again (also through dlib's own detector) barely moves
+    again = describer.describe(astro.copy(), example_fits["astronaut.png"].landmarks68)
+    assert metrics.descriptor_distance(d_astro, again) < 1e-6
+    assert metrics.descriptor_distance(d_astro, describer.describe(astro)) < 0.2
+    assert metrics.descriptor_distance(d_astro, d_hopper) > 0.6
+    mirrored = np.ascontiguousarray(astro[:, ::-1])
+    d_mirror = describer.describe(mirrored, fitter.fit(mirrored).landmarks68)
+    assert metrics.descriptor_distance(d_astro, d_mirror) < 0.4
+    assert metrics.descriptor_distance(d_astro, None) != metrics.descriptor_distance(
+        d_astro, None)  # NaN: missing
+    assert describer.describe(np.zeros((64, 64, 3), np.uint8)) is None
+
+
+def test_identity_across_lfw_people(describer, fitter, lfw_paths):
+    """Two photos of one LFW person are closer than 0.6, two people further apart."""
+    from face3d.imageio import read_image
+
+    by_person = {}
+    for p in lfw_paths:
+        by_person.setdefault(p.parent.name, []).append(p)
+    person = next(n for n in sorted(by_person) if len(by_person[n]) >= 4)
+    other = next(n for n in sorted(by_person, reverse=True) if n[0] != person[0])
+
+    def desc(path):
+        rgb = read_image(path)
+        return describer.describe(rgb, fitter.fit(rgb).landmarks68)
+
+    a, b = desc(by_person[person][0]), desc(by_person[person][1])
+    c = desc(by_person[other][0])
+    assert metrics.descriptor_distance(a, b) < 0.6
+    assert metrics.descriptor_distance(a, c) > 0.6
+
+
+def test_pose_error_of_a_photo_against_itself(fitter, example_photos, example_fits):
+    """Re-fitting a photo gives its own yaw exactly; its aligned crop and its render at its
+    own pose give the yaw back within the fitter's error (a few degrees)."""
+    from types import SimpleNamespace
+
+    from face3d.align import align
+    from models.networks.render import FaceMesh
+    from test import render_poses, to_tensors
+    from util.visualizer import to_uint8
+
+    rgb = example_photos["astronaut.png"]
+    fit = example_fits["astronaut.png"]
+    again = fitter.fit(rgb)
+    assert metrics.pose_summary([again.yaw], fit.yaw)["mean_abs_error"] == pytest.approx(0.0)
+    crop, fit_c, _ = align(rgb, fit, 256)
+    assert metrics.pose_summary([fitter.fit(crop).yaw], fit_c.yaw)["mean_abs_error"] < 3.0
+    opt = SimpleNamespace(erode_kernel=0, background="avg", symmetric_fill=False)
+    with torch.no_grad():
+        view = render_poses(to_tensors(crop, fit_c, "cpu"), [(fit_c.yaw, None)],
+                            FaceMesh.mediapipe(), opt)
+    render = np.ascontiguousarray(to_uint8(view["image"])[0])
+    assert metrics.pose_summary([fitter.fit(render).yaw], fit_c.yaw)["mean_abs_error"] < 5.0
+    # image metrics of the photo against itself
+    assert metrics.psnr(crop, crop) == math.inf and metrics.ssim(crop, crop) == 1.0
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs = []
+
+    def handle_starttag(self, tag, attrs):
+        self.srcs += [v for k, v in attrs if k in ("src", "href")]
+
+
+def check_report(out, modes, yaws, identity: bool, verification: bool):
+    report = json.loads((out / "report.json").read_text())
+    assert set(evaluate.REPORT_KEYS) == set(report)
+    doc = evaluate.__doc__
+    for key in report:  # every field is documented
+        assert key in doc, key
+    assert report["modes"] == modes
+    assert report["yaws"] == yaws
+    for mode in modes:
+        assert set(report["pose"][mode]) == {f"{y:g}" for y in yaws}
+        for entry in report["pose"][mode].values():
+            assert set(entry) == POSE_KEYS
+            assert entry["n"] == report["photos"]["evaluated"]
+        assert set(report["pose_overall"][mode]) == {"found_fraction", "mean_abs_error",
+                                                     "p90_abs_error"}
+        rec = report["reconstruction"][mode]
+        assert set(rec) == {"mask", "full", "identity_distance"}
+        assert set(rec["mask"]) == RECON_KEYS and set(rec["full"]) == RECON_KEYS
+        if identity:
+            assert set(report["identity_distance"][mode]) == {f"{y:g}" for y in yaws}
+            for entry in report["identity_distance"][mode].values():
+                assert set(entry) == IDENTITY_KEYS
+    assert set(report["pose_source_refit"]) == {"n", "found_fraction", "mean_abs_error",
+                                                "p90_abs_error"}
+    assert report["reconstruction"]["n"] == report["photos"]["evaluated"]
+    assert {"path", "yaw_a", "yaw_b", "pitch_a", "pitch_b"} == set(
+        report["reconstruction"]["photos"][0])
+    assert report["identity"]["available"] == identity
+    if identity:
+        assert report["identity"]["threshold"] == 0.6
+    else:
+        assert report["identity_distance"] is None
+    if verification:
+        v = report["verification"]
+        assert {"pairs_file", "seed", "requested_per_class", "pairs_used", "pairs_dropped",
+                "threshold_protocol", "as_is", "frontalised"} == set(v)
+        assert set(v["as_is"]) == CONDITION_KEYS
+        assert set(v["frontalised"]) == set(modes)
+        for cond in v["frontalised"].values():
+            assert set(cond) == CONDITION_KEYS
+    else:
+        assert report["verification"] is None
+    assert set(report["timing_s"]) == {"total", "pose_identity", "reconstruction",
+                                       "verification"}
+    text = (out / "report.txt").read_text()
+    assert "Pose" in text and "Reconstruction" in text
+    links = _Links()
+    links.feed((out / "index.html").read_text())
+    assert links.srcs, "the page shows no images"
+    for src in links.srcs:
+        assert (out / src).is_file(), src
+    shown = {os.path.basename(s) for s in links.srcs}
+    assert "source.png" in shown and "recon_real.png" in shown
+    for mode in modes:
+        assert any(s.startswith(f"{mode}_yaw") for s in shown)
+    return report
+
+
+@pytest.fixture(scope="module")
+def have_dlib():
+    from util.identity import load_describer
+
+    return load_describer()[0] is not None
+
+
+def test_render_only_on_examples(tmp_path, capsys, have_dlib):
+    out = tmp_path / "eval"
+    rc = evaluate.main(["--dataset", "example", "--out", str(out), "--device", "cpu",
+                        "--yaw_poses", "-30", "0", "30", "--checkpoints_dir",
+                        str(tmp_path / "none"), "--crop_size", "192"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Pose: |fitted yaw - requested yaw|" in printed
+    report = check_report(out, ["render", "symmetry"], [-30.0, 0.0, 30.0], have_dlib, False)
+    assert report["checkpoint"] is None and report["photos"]["evaluated"] == 2
+    # renders of real faces at moderate yaws are found and turned the right way
+    for mode in ("render", "symmetry"):
+        for y in ("-30", "0", "30"):
+            entry = report["pose"][mode][y]
+            assert entry["found_fraction"] == 1.0
+            assert entry["mean_abs_error"] < 15.0
+        rec = report["reconstruction"][mode]
+        assert 15.0 < rec["mask"]["psnr"] < 60.0 and 0.3 < rec["mask"]["ssim"] <= 1.0
+        assert rec["full"]["psnr"] < rec["mask"]["psnr"]  # the background is not the photo
+        if have_dlib:
+            assert report["identity_distance"][mode]["0"]["mean"] < 0.6
+
+
+def test_identity_skipped_with_a_message(tmp_path, capsys, monkeypatch):
+    import util.identity
+
+    def missing():
+        raise util.identity.IdentityUnavailable("dlib is not installed; pip install ...")
+
+    monkeypatch.setattr(util.identity, "FaceDescriber", missing)
+    out = tmp_path / "eval"
+    rc = evaluate.main(["--dataset", "example", "--out", str(out), "--device", "cpu",
+                        "--yaw_poses", "0", "--mode", "render", "--crop_size", "128",
+                        "--max_photos", "1", "--html_rows", "1"])
+    assert rc == 0
+    assert "identity metrics skipped: dlib is not installed" in capsys.readouterr().out
+    check_report(out, ["render"], [0.0], False, False)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A generator checkpoint in train.py's layout, made by the real model code."""
+    import util.checkpoint as ckpt
+    from models import create_model
+    from options.train_options import TrainOptions
+    from trainers.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("ckpt")
+    opt = TrainOptions().parse(TINY + ["--name", "tiny", "--checkpoints_dir", str(root),
+                                       "--no_vgg_loss", "--ndf", "8", "--num_D", "1",
+                                       "--n_layers_D", "2", "--symmetric_fill"])
+    trainer = Trainer(opt, create_model(opt), torch.device("cpu"))
+    state = trainer.state_dict()
+    rng = ckpt.rng_state() if hasattr(ckpt, "rng_state") else {"torch": torch.get_rng_state()}
+    state.update(iteration=7, epoch=1, epoch_iter=7,
+                 options={k: v for k, v in vars(opt).items()
+                          if isinstance(v, (int, float, str, bool, type(None)))},
+                 rng=rng)
+    ckpt.save_checkpoint(state, str(root / "tiny" / "latest.pt"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def people_root(tmp_path_factory, example_photos):
+    """An LFW-style folder: two 'people', two photos each (a photo and its mirror image)."""
+    root = tmp_path_factory.mktemp("people")
+    for person, name in (("Eileen_Collins", "astronaut.png"),
+                         ("Grace_Hopper", "grace_hopper.jpg")):
+        (root / person).mkdir()
+        rgb = example_photos[name]
+        Image.fromarray(rgb).save(root / person / f"{person}_0001.jpg", quality=95)
+        Image.fromarray(np.ascontiguousarray(rgb[:, ::-1])).save(
+            root / person / f"{person}_0002.jpg", quality=95)
+    return root
+
+
+def test_checkpoint_all_modes_with_verification(tiny_checkpoint, people_root, example_dir,
+                                                tmp_path, capsys, have_dlib):
+    out = tmp_path / "eval"
+    pairs_file = tmp_path / "pairs.txt"
+    args = ["--name", "tiny", "--checkpoints_dir", str(tiny_checkpoint), "--img",
+            str(example_dir), "--out", str(out), "--device", "cpu", "--yaw_poses", "-30",
+            "30", "--mode", "generator", "render", "--pairs", "2",
+            "--pairs_file", str(pairs_file), "--pairs_root", str(people_root)]
+    assert evaluate.main(args) == 0
+    captured = capsys.readouterr()
+    assert "generator from" in captured.out
+    modes = ["generator", "render"]
+    report = check_report(out, modes, [-30.0, 30.0], have_dlib, have_dlib)
+    assert report["checkpoint"].endswith("latest.pt") and report["checkpoint_iteration"] == 7
+    assert report["crop_size"] == 64  # the checkpoint's
+    assert report["generator_symmetric_fill"] is True  # what it was trained with
+    ex = out / "examples" / "000_astronaut"
+    assert (ex / "generator_yaw-30_render.png").is_file()
+    assert np.asarray(Image.open(ex / "generator_yaw-30.png")).shape == (64, 64, 3)
+    if have_dlib:
+        pairs = evaluate.read_pairs(str(pairs_file))
+        assert len(pairs) == 4 and sum(p[2] for p in pairs) == 2
+        v = report["verification"]
+        assert v["pairs_used"] + v["pairs_dropped"] == 4
+        # a photo and its mirror image are the same person; the two women are not
+        assert v["as_is"]["accuracy_at_threshold"] == 1.0 and v["as_is"]["auc"] == 1.0
+
+
+def test_generator_mode_needs_a_checkpoint(tmp_path, capsys):
+    rc = evaluate.main(["--mode", "generator", "--checkpoints_dir", str(tmp_path),
+                        "--name", "nothing", "--device", "cpu"])
+    assert rc == 2
+    assert "needs a checkpoint" in capsys.readouterr().err
+
+
+def test_quick_eval(tiny_checkpoint, example_dir):
+    from models import create_model
+    from options.train_options import TrainOptions
+
+    opt = TrainOptions().parse(TINY + ["--name", "q", "--no_vgg_loss", "--ndf", "8",
+                                       "--num_D", "1", "--n_layers_D", "2"])
+    model = create_model(opt)
+    model.train()
+    paths = [str(example_dir / "astronaut.png"), str(example_dir / "grace_hopper.jpg")]
+    batch = evaluate.load_eval_batch(paths, n=2, crop_size=64)
+    assert batch["image"].shape == (2, 3, 64, 64) and len(batch["path"]) == 2
+    out = evaluate.quick_eval(model, batch, torch.device("cpu"), yaws=(-30.0, 30.0))
+    assert model.netG.training  # mode restored
+    expected = {"eval/recon_l1_mask", "eval/recon_psnr_mask", "eval/recon_ssim_mask",
+                "eval/recon_psnr_mask_input", "eval/pose_err_yaw-30", "eval/pose_err_yaw+30",
+                "eval/pose_found_yaw-30", "eval/pose_found_yaw+30", "eval/pose_err",
+                "eval/pose_found"}
+    assert set(out) == expected
+    assert all(isinstance(v, float) for v in out.values())
+    assert 0.0 <= out["eval/pose_found"] <= 1.0
+    assert math.isfinite(out["eval/recon_psnr_mask"]) and out["eval/recon_l1_mask"] > 0
+    # deterministic: the same batch gives the same figures
+    again = evaluate.quick_eval(model, batch, torch.device("cpu"), yaws=(-30.0, 30.0))
+    assert {k: v for k, v in again.items() if math.isfinite(v)} == {
+        k: v for k, v in out.items() if math.isfinite(v)}
