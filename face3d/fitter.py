@@ -32,14 +32,14 @@ def mediapipe_version() -> str:
 # apart reliably (choosing the lower residual of the two orientations fits 2 in 300 upright
 # photos upside down). The face DETECTOR's confidence does: on 300 LFW photos each turned by
 # 0, +-30, 150, 180 and 210 degrees, the orientation (photo or photo turned by 180) with the
-# higher detector score was the nearer-upright one in 1502 of 1502 pairs. So the detector
-# (about 2 ms) scores the photo first, and when its score is below UPRIGHT_SCORE also the
-# photo turned by 180; the mesh then runs on the higher-scoring one. Upright photos scored
-# 0.76-0.99 (13% below 0.9), turned ones at most 0.88, so the second detector pass costs
-# little and the mesh (about 10 ms) runs once.
+# higher detector score was the nearer-upright one in 1502 of 1502 pairs. The mesh graph runs
+# that detector anyway and reports its score; when the score is below UPRIGHT_SCORE the
+# detector alone (about 2 ms) also scores the photo turned by 180, and if that scores higher
+# the mesh (about 10 ms) runs again on it. Upright photos scored 0.76-0.99 (13% below 0.9),
+# turned ones at most 0.88: the check is nearly free for upright photos.
 UPRIGHT_SCORE = 0.9
 # Meshes deviating more than this from the canonical face (relative RMS) are refused;
-# real LFW faces give 0.05 (median) to 0.11 (max over 100 photos).
+# real LFW faces give 0.08 (median) to 0.17 (max over 200 photos; with DEPTH_SCALE 1.5).
 MAX_RESIDUAL = 0.25
 
 
@@ -64,13 +64,23 @@ class MediaPipeFitter:
     def __init__(self, max_side: int = 1920, max_num_faces: int = 4,
                  min_detection_confidence: float = 0.5):
         with _quiet_stderr():
+            from mediapipe.python.solution_base import SolutionBase
             from mediapipe.python.solutions import face_detection, face_mesh
 
-            self._mesh = face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=max_num_faces, refine_landmarks=True,
-                min_detection_confidence=min_detection_confidence)
-            # The same short-range detector the mesh graph runs, with a low threshold so
-            # that weak (e.g. upside-down) faces still get a score to compare.
+            # face_mesh.FaceMesh with the same settings (static_image_mode=True,
+            # refine_landmarks=True), but also returning the graph's face detections: their
+            # scores tell upright from upside-down photos at no extra cost.
+            self._mesh = SolutionBase(
+                binary_graph_path=face_mesh._BINARYPB_FILE_PATH,
+                side_inputs={"num_faces": max_num_faces, "with_attention": True,
+                             "use_prev_landmarks": False},
+                calculator_params={
+                    "facedetectionshortrangecpu__facedetectionshortrange__facedetection__"
+                    "TensorsToDetectionsCalculator.min_score_thresh": min_detection_confidence,
+                    "facelandmarkcpu__ThresholdingCalculator.threshold": 0.5},
+                outputs=["multi_face_landmarks", "face_detections"])
+            # The same short-range detector alone, with a low threshold so that weak (e.g.
+            # upside-down) faces still get a score to compare.
             self._detector = face_detection.FaceDetection(
                 model_selection=0, min_detection_confidence=min(0.1, min_detection_confidence))
         self.max_side = max_side
@@ -89,7 +99,7 @@ class MediaPipeFitter:
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """All faces as (478, 3) float64 arrays in the photo's pixel frame, largest first
         (the photo as it is: no upside-down check)."""
-        return self._mesh_faces(self._prepare(rgb), rgb.shape[:2])
+        return self._mesh_faces(self._prepare(rgb), rgb.shape[:2])[0]
 
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
         """Check the photo; downscale it so its longer side is at most ``max_side``."""
@@ -111,12 +121,14 @@ class MediaPipeFitter:
         result = self._detector.process(rgb)
         return max((d.score[0] for d in result.detections or []), default=0.0)
 
-    def _mesh_faces(self, rgb: np.ndarray, size) -> list[np.ndarray]:
+    def _mesh_faces(self, rgb: np.ndarray, size) -> tuple[list[np.ndarray], float]:
         """Mesh points of the faces in ``rgb`` (prepared), in pixels of a photo of ``size``
-        (height, width) that ``rgb`` is a downscaled copy of."""
+        (height, width) that ``rgb`` is a downscaled copy of, and the detector's highest
+        score (0 when it found no face)."""
         h, w = size
         hh, ww = rgb.shape[:2]
-        result = self._mesh.process(rgb)
+        result = self._mesh.process({"image": rgb})
+        score = max((d.score[0] for d in result.face_detections or []), default=0.0)
         faces = []
         for lm in result.multi_face_landmarks or []:
             a = np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float64)
@@ -127,33 +139,23 @@ class MediaPipeFitter:
             a = (a * (ww, hh, ww * DEPTH_SCALE) + (0.5, 0.5, 0.0)) * (w / ww, h / hh, w / ww)
             faces.append(a)
         faces.sort(key=lambda f: -np.ptp(f[:, 0]) * np.ptp(f[:, 1]))
-        return faces
+        return faces, score
 
     def fit(self, rgb: np.ndarray) -> Fit:
         """Fit the largest face, also in an upside-down photo (see ``UPRIGHT_SCORE``);
         raises ``NoFaceError`` when there is none."""
         h, w = rgb.shape[:2]
         small = self._prepare(rgb)
-        turned = None
-        upright_first = True
-        score = self._score(small)
-        if score < UPRIGHT_SCORE:
+        faces, score = self._mesh_faces(small, (h, w))
+        if score < UPRIGHT_SCORE or not faces:
             turned = np.ascontiguousarray(small[::-1, ::-1])
-            turned_score = self._score(turned)
-            upright_first = score >= turned_score
-            if max(score, turned_score) == 0.0:
-                raise NoFaceError("no face found")
-        best = None
-        for upright in (upright_first, not upright_first):
-            if not upright and turned is None:
-                break
-            faces = self._mesh_faces(small if upright else turned, (h, w))
-            if faces:
-                pts = faces[0] if upright else faces[0] * (-1, -1, 1) + (w, h, 0)
-                best = fit_from_points(pts, (h, w), len(faces), self.version)
-                break
-        if best is None:
+            if self._score(turned) > score:
+                turned_faces, _ = self._mesh_faces(turned, (h, w))
+                if turned_faces:
+                    faces = [f * (-1, -1, 1) + (w, h, 0) for f in turned_faces]
+        if not faces:
             raise NoFaceError("no face found")
+        best = fit_from_points(faces[0], (h, w), len(faces), self.version)
         if best.residual > MAX_RESIDUAL:
             raise NoFaceError(f"implausible face mesh (residual {best.residual:.2f} > "
                               f"{MAX_RESIDUAL})")
