@@ -24,7 +24,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from face3d.align import align  # noqa: E402
-from face3d.fitter import MediaPipeFitter  # noqa: E402
 from face3d.imageio import read_image  # noqa: E402
 from models.networks.render import FaceMesh  # noqa: E402
 from util.visualizer import to_uint8  # noqa: E402
@@ -97,6 +96,8 @@ def main():
     p.add_argument("--photos", type=int, default=10, help="photos to time (median over them)")
     p.add_argument("--poses", type=int, default=5, help="output poses per photo")
     p.add_argument("--crop_size", type=int, default=256)
+    p.add_argument("--generator_only", action="store_true",
+                   help="CUDA only: time just the batch-16 bf16 generator (no MediaPipe needed)")
     args = p.parse_args()
     device = torch.device(args.device)
     cpu = platform.processor() or platform.machine()
@@ -106,8 +107,17 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
           f"({cpu}), device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    if not args.generator_only:
+        pipeline(args, device)
+    if device.type == "cuda":
+        generator_throughput(args, device)
+
+
+def pipeline(args, device):
     paths = photos(args.photos)
     mesh = FaceMesh.mediapipe(device)
+    from face3d.fitter import MediaPipeFitter
+
     with MediaPipeFitter() as fitter, tempfile.TemporaryDirectory() as out:
         run(paths[:1], None, device, args.poses, args.crop_size, fitter, mesh, out)  # warm-up
         print(f"{len(paths)} photos x {args.poses} poses, {args.crop_size} px, median per "
@@ -120,22 +130,23 @@ def main():
             total, gen = run(paths, model, device, args.poses, args.crop_size, fitter, mesh, out)
             print(f"  {label:28s} {total:.4f} s/image  (generator forward {gen:.4f} s, "
                   f"everything else {total - gen:.4f} s)")
-    if device.type == "cuda":
-        model = make_generator(64, device, args.crop_size)
-        x = torch.randn(16, 3, args.crop_size, args.crop_size, device=device)
-        lmk = torch.rand(16, 68, 2, device=device) * args.crop_size
-        times = []
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-            for i in range(8):
-                sync(device)
-                t0 = time.perf_counter()
-                model({"input": x, "landmarks": lmk}, "inference")
-                sync(device)
-                if i >= 3:
-                    times.append(time.perf_counter() - t0)
-        print(f"  generator ngf 64, batch 16, bf16 autocast: "
-              f"{16 / statistics.median(times):.0f} output images/s (forward incl. landmark maps)")
 
+
+def generator_throughput(args, device):
+    model = make_generator(64, device, args.crop_size)
+    x = torch.randn(16, 3, args.crop_size, args.crop_size, device=device)
+    lmk = torch.rand(16, 68, 2, device=device) * args.crop_size
+    times = []
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for i in range(8):
+            sync(device)
+            t0 = time.perf_counter()
+            model({"input": x, "landmarks": lmk}, "inference")
+            sync(device)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    print(f"  generator ngf 64, batch 16, bf16 autocast: {16 / statistics.median(times):.0f} "
+          "output images/s (forward incl. landmark maps)")
 
 if __name__ == "__main__":
     main()
