@@ -63,7 +63,9 @@ def pose_seed(seed: int, rank: int, iteration: int) -> int:
 
 
 class StopFlag(contextlib.AbstractContextManager):
-    """First Ctrl-C / SIGTERM: finish the step, save latest, exit. Second: stop at once.
+    """First Ctrl-C / SIGTERM: finish the step, save latest, exit. Second: stop at once,
+    except under torchrun, whose agent passes the terminal's Ctrl-C on to the workers a
+    second time (it kills them itself if they take too long).
 
     Handlers can only be installed from the main thread; elsewhere (a library calling
     ``main`` from a worker thread) the flag stays unset and Ctrl-C behaves as usual. The
@@ -71,8 +73,9 @@ class StopFlag(contextlib.AbstractContextManager):
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, abort_on_second: bool = True):
         self.stop = False
+        self.abort_on_second = abort_on_second
         self._previous = {}
 
     def __enter__(self):
@@ -89,7 +92,9 @@ class StopFlag(contextlib.AbstractContextManager):
 
     def _handle(self, signum, _frame):
         if self.stop:
-            raise KeyboardInterrupt
+            if self.abort_on_second:
+                raise KeyboardInterrupt
+            return
         self.stop = True
         name = signal.Signals(signum).name
         print(f"\n{name}: saving latest.pt after this step (Ctrl-C again to abort)",
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(opt.seed + rank)
-    np.random.seed(opt.seed + rank)
+    np.random.seed(opt.seed + rank)  # noqa: NPY002 (the global generator, for any library)
     random.seed(opt.seed + rank)
     try:
         run = Run(opt, options.parser, device, rank, world)
@@ -250,7 +255,8 @@ class Run:
         first = self.iteration + 1
         window = dict(images=0, render=0.0, step=0.0, start=time.perf_counter())
         finished = False
-        with StopFlag() as stop:
+        under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+        with StopFlag(abort_on_second=not under_torchrun) as stop:
             while self.epoch <= total_epochs and not finished:
                 sampler.set_epoch(self.epoch)
                 sampler.set_start(self.epoch_iter * opt.batchSize)
@@ -325,8 +331,10 @@ class Run:
                            **weights_digest(self.model, self.trainer.net_names())}, f)
         if self.is_main:
             self.vis.close()
-            print(f"stopped at epoch {self.epoch}, iteration {self.iteration}; checkpoints in "
-                  f"{self.run_dir}")
+            done = self.epoch > self.opt.niter + self.opt.niter_decay
+            where = (f"finished all {self.epoch - 1} epochs" if done
+                     else f"stopped at epoch {self.epoch}")
+            print(f"{where}, iteration {self.iteration}; checkpoints in {self.run_dir}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
@@ -52,6 +54,12 @@ def create_dataset(opt):
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
+def _ignore_sigint(_worker_id: int):
+    """Ctrl-C in a terminal reaches every process of the group: the workers leave it to the
+    training process, which finishes its step, saves and shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def create_dataloader(opt, rank: int = 0, world_size: int = 1, dataset=None):
     """Shuffled (seeded per epoch) batches of this process's shard. The loader draws its
     worker seeds from its own generator, so the global RNG is not touched by iterating."""
@@ -61,6 +69,6 @@ def create_dataloader(opt, rank: int = 0, world_size: int = 1, dataset=None):
     loader = DataLoader(dataset, batch_size=opt.batchSize, sampler=sampler,
                         num_workers=opt.nThreads, drop_last=False,
                         pin_memory=torch.cuda.is_available(),
-                        persistent_workers=opt.nThreads > 0,
+                        persistent_workers=opt.nThreads > 0, worker_init_fn=_ignore_sigint,
                         generator=torch.Generator().manual_seed(opt.seed + rank))
     return loader

@@ -97,8 +97,10 @@ class BaseOptions:
         for flag, why in RETIRED_FLAGS.items():
             if any(a == flag or a.startswith(flag + "=") for a in argv):
                 raise OptionsError(f"{flag} is no longer used: {why}")
+        # No -h until every flag is known: --help then lists the model's and networks' too.
         parser = argparse.ArgumentParser(
-            description=self.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            description=self.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            add_help=False)
         parser = self.initialize(parser)
         known, _ = parser.parse_known_args(argv)
 
@@ -113,6 +115,9 @@ class BaseOptions:
         networks.modify_commandline_options(parser, self.is_train, known.netG,
                                             getattr(known, "netD", None))
         find_dataset_class(known.dataset_mode).modify_commandline_options(parser, self.is_train)
+        parser.add_argument("-h", "--help", action="help",
+                            help="show this help message (with the flags of the chosen --model "
+                                 "and --netG) and exit")
         self.parser = parser
         return parser.parse_args(argv)
 

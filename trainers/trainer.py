@@ -17,7 +17,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from models.rotate_model import _unwrap
 from util.checkpoint import CheckpointError, load_net
 
-
 # No buffer broadcast before every forward (newer torch renamed the switch).
 _NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
                    if "forward_sync_buffers" in inspect.signature(DDP).parameters

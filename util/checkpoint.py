@@ -80,7 +80,7 @@ def checkpoint_path(opt, which: str | int | None = None) -> str:
 
 def rng_state() -> dict:
     """This process's random generator states, in types ``weights_only`` loading accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -96,8 +96,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(cuda)
     if "numpy" in state:
         n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                             n["has_gauss"], n["cached"]))
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))  # noqa: NPY002
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))

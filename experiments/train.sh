@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Train rotatespade (the authors' released model: SPADE generator conditioned on landmark
+# maps) on one device, with the original's loss weights and render settings.
+#
+#   bash experiments/train.sh                      # the built-in example photos
+#   DATASET=lfw bash experiments/train.sh          # LFW from ../shared/data/lfw (fitted on
+#                                                  # first use; MAX_DATASET_SIZE=N to limit)
+#   bash experiments/train.sh --continue_train     # extra flags go to train.py
+#
+# Checkpoints, opt.txt, tensorboard logs (logs/) and the HTML page (web/index.html) go to
+# checkpoints/$NAME/; experiments/v100_test.sh then rotates faces with checkpoints/$NAME.
+# With a GPU: the full 256-px model. Without one: a reduced 128-px model that still trains
+# in reasonable time on CPU cores (use the GPU line's flags to get the full model anyway).
+# The VGG19 perceptual loss needs torchvision's vgg19-dcbb9e9d.pth in torch hub's cache
+# (or VGG_WEIGHTS=path); when it is absent the run goes on without that loss (--no_vgg_loss).
+#
+# Several GPUs: one process per GPU with DDP (--batchSize is per process), e.g.
+#   torchrun --nproc_per_node 4 train.py --name rotatespade_lfw --dataset lfw \
+#       --model rotatespade --batchSize 4 --nThreads 4 --norm_G spectralsyncbatch \
+#       --norm_D spectralsyncbatch ...(the flags below)
+# Several machines: torchrun --nnodes 2 --node_rank R --master_addr HOST --master_port 29500
+#   --nproc_per_node 8 train.py ... (same flags on every node).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATASET=${DATASET:-example}
+NAME=${NAME:-rotatespade_${DATASET//,/_}}
+
+if [ "$(python -c 'import torch; print(torch.cuda.is_available())')" = "True" ]; then
+    DEVICE=(--device cuda --batchSize 4 --nThreads 4)
+else
+    echo "no GPU: training a reduced 128-px model on CPU" >&2
+    DEVICE=(--device cpu --batchSize 2 --nThreads 2 --crop_size 128 --ngf 32 --ndf 32
+            --n_blocks_G 4 --spade_nhidden 64)
+fi
+
+if [ "$DATASET" = "example" ]; then
+    # Two photos: one step per epoch, so count in hundreds of epochs.
+    SCHEDULE=(--niter 300 --niter_decay 300 --print_freq 10 --display_freq 50
+              --save_epoch_freq 100 --save_latest_freq 50)
+else
+    SCHEDULE=(--niter 20 --niter_decay 20 --print_freq 100 --display_freq 1000
+              --save_epoch_freq 1 --save_latest_freq 2000)
+fi
+if [ -n "${MAX_DATASET_SIZE:-}" ]; then
+    SCHEDULE+=(--max_dataset_size "$MAX_DATASET_SIZE")
+fi
+
+if VGG=$(python -c "
+import sys
+from models.networks.architecture import MissingWeightsError, find_vgg19_weights
+try:
+    print(find_vgg19_weights(sys.argv[1] or None))
+except MissingWeightsError as e:
+    sys.exit(str(e))" "${VGG_WEIGHTS:-}"); then
+    LOSSES=(--vgg_weights "$VGG")
+else
+    echo "training without the VGG loss (--no_vgg_loss)" >&2
+    LOSSES=(--no_vgg_loss)
+fi
+
+python train.py --name "$NAME" --model rotatespade --dataset "$DATASET" \
+    --label_nc 5 --heatmap_size 2.5 --no_gaussian_landmark --erode_kernel 15 --pose_noise \
+    --lambda_D 0.75 --lambda_rotate_D 0.001 --lambda_feat 10 --lambda_vgg 10 \
+    "${DEVICE[@]}" "${SCHEDULE[@]}" "${LOSSES[@]}" "$@"

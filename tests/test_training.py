@@ -1,0 +1,478 @@
+"""Training end to end on CPU with tiny networks: the CLI, everything a run writes, exact
+resume, DDP replicas, Ctrl-C, clear errors for bad input, and that G actually learns.
+
+All runs use the built-in 'example' dataset (two public-domain portraits, fitted into
+datasets/example/ on first use) and one torch thread (the machines these run on are small
+and shared; two threads contending for two busy cores are many times slower)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from data import ResumableSampler, create_dataloader, create_dataset
+from data.landmark_map import label_mask
+from models import create_model
+from options.base_options import RETIRED_FLAGS
+from options.train_options import TrainOptions
+from trainers.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--ngf", "8", "--ndf", "8", "--n_blocks_G", "1", "--crop_size", "64",
+        "--n_downsample_G", "2", "--num_D", "1", "--n_layers_D", "2", "--nThreads", "0",
+        "--batchSize", "2"]
+SPADE = ["--model", "rotatespade", "--spade_nhidden", "8"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_args(tmp_path, name="run", *extra):
+    return TINY + ["--name", name, "--checkpoints_dir", str(tmp_path)] + list(extra)
+
+
+def child_env(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def event_tags(log_dir: Path) -> dict[str, str]:
+    """tag -> 'scalar' | 'image' from the tensorboard event files (TFRecord framing:
+    u64 length, u32 crc, payload, u32 crc)."""
+    from tensorboardX.proto import event_pb2
+
+    tags = {}
+    for path in log_dir.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 16 + n
+            for v in event.summary.value:
+                tags[v.tag] = "image" if v.HasField("image") else "scalar"
+    return tags
+
+
+def assert_one_line_error(err: str, *needles: str):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.mark.parametrize("model_args", [["--model", "rotate"],
+                                        SPADE + ["--train_rotate", "--label_mask"]],
+                         ids=["rotate", "rotatespade"])
+def test_three_iterations_write_everything(tmp_path, capsys, model_args):
+    argv = run_args(tmp_path, "e2e", *model_args, "--no_vgg_loss", "--max_iters", "3",
+                    "--print_freq", "1", "--display_freq", "2")
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "----------------- Options" in out and "stopped at epoch 3, iteration 3" in out
+    run = tmp_path / "e2e"
+
+    # options, readable and machine-readable
+    assert "crop_size: 64" in (run / "opt.txt").read_text().replace("  ", "")
+    saved = json.loads((run / "opt.json").read_text())
+    assert saved["crop_size"] == 64 and saved["model"] == model_args[1]
+
+    # one checkpoint holding everything
+    state = load(run / "latest.pt")
+    nets = {"netG", "netD"} | ({"netD_rotate"} if "--train_rotate" in model_args else set())
+    assert set(state["nets"]) == nets
+    assert set(state["optimizers"]) == {"G", "D"}
+    assert (state["iteration"], state["epoch"], state["epoch_iter"]) == (3, 3, 1)
+    assert state["options"]["model"] == model_args[1]
+    assert {"torch", "numpy", "python", "ranks"} <= set(state["rng"])
+    assert not list(run.glob(".tmp_*"))  # atomic writes leave no temp files
+
+    # finite losses every iteration, in the log
+    lines = (run / "loss_log.txt").read_text().splitlines()
+    values = [float(tok) for line in lines if line.startswith("(epoch")
+              for tok in line.split()[5::2]]
+    assert len([line for line in lines if line.startswith("(epoch")]) == 3
+    assert values and np.isfinite(values).all()
+
+    # tensorboard: every loss, learning rates, speed, image grids
+    tags = event_tags(run / "logs")
+    losses = ["G_GAN", "G_GAN_Feat", "D_fake", "D_real"]
+    if "--train_rotate" in model_args:
+        losses += ["G_rotate_GAN", "D_rotate_fake", "D_rotate_real"]
+    for tag in [f"loss/{k}" for k in losses] + ["lr/G", "lr/D", "speed/images_per_s",
+                                                  "speed/render_s", "speed/step_s"]:
+        assert tags.get(tag) == "scalar", tag
+    for name in ("input", "rotated", "output", "real"):
+        assert tags.get(f"images/{name}") == "image"
+
+    # HTML page: one row per display step (iterations 1 and 2), every image on disk
+    page = (run / "web" / "index.html").read_text()
+    srcs = [s.split('"')[0] for s in page.split('src="')[1:]]
+    assert len(srcs) == 8
+    for src in srcs:
+        assert (run / "web" / src).is_file(), src
+
+
+@pytest.mark.slow
+def test_cli_subprocess_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    """A real `python train.py` process (with two DataLoader workers) without an iteration
+    limit; Ctrl-C -- SIGINT to the whole process group, as a terminal sends it -- after the
+    first logged step must save latest.pt and exit with status 0."""
+    argv = [sys.executable, str(REPO / "train.py")] + run_args(
+        tmp_path, "sig", "--no_vgg_loss", "--batchSize", "1", "--print_freq", "1",
+        "--save_latest_freq", "100000", "--nThreads", "2")
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = tmp_path / "sig" / "loss_log.txt"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and "(epoch" in log.read_text():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGINT: saving latest.pt" in err and "Traceback" not in err
+    state = load(tmp_path / "sig" / "latest.pt")
+    assert state["iteration"] >= 1
+    assert f"iteration {state['iteration']};" in out
+
+
+def test_stop_flag_restores_handlers_and_skips_threads():
+    before = signal.getsignal(signal.SIGINT)
+    with train.StopFlag() as flag:
+        assert signal.getsignal(signal.SIGINT) == flag._handle
+        flag._handle(signal.SIGINT, None)
+        assert flag.stop
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts
+            flag._handle(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is before
+    relaxed = train.StopFlag(abort_on_second=False)  # under torchrun
+    relaxed._handle(signal.SIGTERM, None)
+    relaxed._handle(signal.SIGINT, None)
+    assert relaxed.stop
+
+    import threading
+
+    seen = {}
+
+    def worker():
+        with train.StopFlag() as f:  # must not raise outside the main thread
+            seen["ok"] = not f.stop
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"ok": True}
+
+
+# --------------------------------------------------------------------------- exact resume
+def _assert_same(a, b, where=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif torch.is_tensor(a):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=where)
+    else:
+        assert a == b, where
+
+
+RESUME = SPADE + ["--no_vgg_loss", "--batchSize", "1", "--train_rotate", "--pose_noise",
+                  "--label_mask", "--niter", "1", "--niter_decay", "2", "--save_epoch_freq", "1"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """5 iterations in one go (batch 1, two photos: two iterations per epoch)."""
+    root = tmp_path_factory.mktemp("straight")
+    with torch.random.fork_rng():
+        assert train.main(run_args(root, "straight", *RESUME, "--max_iters", "5")) == 0
+    return load(root / "straight" / "latest.pt")
+
+
+@pytest.mark.parametrize("first,threads", [(2, 0), (3, 0), (3, 2)],
+                         ids=["epoch-boundary", "mid-epoch", "mid-epoch-2-workers"])
+def test_resume_is_exact(tmp_path, capsys, straight_run, first, threads):
+    """5 iterations straight == `first` iterations, then --continue_train to 5."""
+    common = RESUME + ["--nThreads", str(threads)]
+    assert train.main(run_args(tmp_path, "split", *common, "--max_iters", str(first))) == 0
+    assert load(tmp_path / "split" / "latest.pt")["iteration"] == first
+    assert train.main(run_args(tmp_path, "split", *common, "--max_iters", "5",
+                               "--continue_train")) == 0
+    assert f"resumed from {tmp_path / 'split' / 'latest.pt'}" in capsys.readouterr().out
+    resumed = load(tmp_path / "split" / "latest.pt")
+    for key in ("nets", "optimizers", "iteration", "epoch", "epoch_iter"):
+        _assert_same(straight_run[key], resumed[key], key)
+    # the learning-rate schedule went on where it was: epoch 3 runs at half the rate
+    assert (resumed["epoch"], resumed["epoch_iter"]) == (3, 1)
+    lr_g = resumed["optimizers"]["G"]["param_groups"][0]["lr"]
+    assert lr_g == pytest.approx(0.0002 / 2 * 0.5)
+    # the epoch checkpoints of both halves are there
+    assert {p.name for p in (tmp_path / "split").glob("*.pt")} == {"1.pt", "2.pt", "latest.pt"}
+    # the HTML page keeps the first half's images (each run shows its first iteration)
+    page = (tmp_path / "split" / "web" / "index.html").read_text()
+    assert "iter00000001_real.png" in page and f"iter{first + 1:08d}_real.png" in page
+
+
+def test_learning_rate_schedule():
+    opt = TrainOptions().parse(TINY + ["--model", "rotate", "--niter", "2", "--niter_decay",
+                                       "4", "--no_vgg_loss"])
+    trainer = Trainer(opt, create_model(opt), torch.device("cpu"))
+    factors = [trainer.lr_factor(e) for e in range(1, 7)]
+    assert factors == [1, 1, 1, 0.75, 0.5, 0.25]
+    assert trainer.update_learning_rate(5) == pytest.approx(0.0002 / 2 * 0.5)  # TTUR: G lr/2
+    assert trainer.learning_rates()["D"] == pytest.approx(0.0002 * 2 * 0.5)
+
+
+# ----------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_ddp_two_processes_keep_identical_weights(tmp_path):
+    hashes = tmp_path / "hashes"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(free_port()), str(REPO / "train.py")] + run_args(
+        tmp_path, "ddp", *SPADE, "--no_vgg_loss", "--batchSize", "1", "--max_iters", "3",
+        "--train_rotate")
+    res = subprocess.run(cmd, cwd=tmp_path, env=child_env(**{train.HASH_ENV: str(hashes)}),
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = json.loads((hashes / "rank0.json").read_text())
+    r1 = json.loads((hashes / "rank1.json").read_text())
+    assert r0["iteration"] == r1["iteration"] == 3
+    assert set(r0) == {"iteration", "netG", "netD", "netD_rotate"}
+    assert r0 == r1
+    assert "2 process(es) on cpu" in res.stdout
+    assert res.stdout.count("----------------- Options") == 1  # only rank 0 prints / logs
+    state = load(tmp_path / "ddp" / "latest.pt")
+    assert state["iteration"] == 3 and len(state["rng"]["ranks"]) == 2
+    assert len(list((tmp_path / "ddp" / "logs").iterdir())) == 1
+
+
+def test_resumable_sampler_shards_and_skips():
+    data = list(range(7))
+    shards = [list(ResumableSampler(data, 2, r, shuffle=True, seed=3)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 4  # padded to equal length
+    assert set(shards[0] + shards[1]) == set(data)
+    s = ResumableSampler(data, 2, 1, shuffle=True, seed=3)
+    s.set_start(2)
+    assert list(s) == shards[1][2:] and len(s) == 2
+    s.set_epoch(1)
+    s.set_start(0)
+    assert list(s) != shards[1]  # reshuffled per epoch
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("args,needles", [
+    (["--dataset", "nosuch"], ["unknown --dataset 'nosuch'", "example", "lfw", "--dataroot"]),
+    (["--dataset", "example,nosuch"], ["unknown --dataset 'nosuch'"]),
+    (["--dataroot", "/nonexistent/photos"], ["image folder not found", "/nonexistent/photos"]),
+    (["--model", "pix2pix"], ["unknown --model 'pix2pix'", "rotate, rotatespade"]),
+    (["--netG", "unet"], ["unknown --netG 'unet'", "rotate, rotatespade"]),
+    (["--gpu_ids", "0,1"], ["--gpu_ids is no longer used", "torchrun", "--device"]),
+    (["--render_thread", "2"], ["--render_thread is no longer used"]),
+    (["--crop_size", "66"], ["--crop_size 66 must be divisible"]),
+], ids=["dataset", "dataset-list", "dataroot", "model", "netG", "gpu_ids", "render_thread",
+        "crop"])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needles):
+    assert train.main(run_args(tmp_path, "bad", "--no_vgg_loss", *args)) == 2
+    assert_one_line_error(capsys.readouterr().err, *needles)
+
+
+def test_every_retired_flag_names_its_replacement(tmp_path, capsys):
+    for flag in RETIRED_FLAGS:
+        assert train.main(run_args(tmp_path, "x", f"{flag}=1")) == 2
+        assert_one_line_error(capsys.readouterr().err, flag, RETIRED_FLAGS[flag])
+
+
+def test_missing_vgg_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert train.main(run_args(tmp_path, "vgg", "--max_iters", "1")) == 2
+    assert_one_line_error(capsys.readouterr().err, "vgg19-dcbb9e9d.pth",
+                          str(tmp_path / "torch_home"), "--no_vgg_loss", "--vgg_weights")
+    assert train.main(run_args(tmp_path, "vgg", "--vgg_weights", str(tmp_path / "no.pth"))) == 2
+    assert_one_line_error(capsys.readouterr().err, str(tmp_path / "no.pth"), "--no_vgg_loss")
+
+
+@pytest.fixture(scope="session")
+def vgg_weights(tmp_path_factory) -> Path:
+    """Random weights in torchvision's VGG19 layout (80 MB), written once per session."""
+    from models.networks.architecture import vgg19_features, vgg19_weights_filename
+
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    path = tmp_path_factory.mktemp("vgg") / vgg19_weights_filename()
+    torch.save(state, path)
+    return path
+
+
+def test_vgg_loss_trains_with_weights_file(tmp_path, capsys, vgg_weights):
+    argv = run_args(tmp_path, "vgg", "--model", "rotate", "--vgg_weights", str(vgg_weights),
+                    "--max_iters", "1")
+    assert train.main(argv) == 0
+    line = (tmp_path / "vgg" / "loss_log.txt").read_text().splitlines()[-1]
+    assert "G_VGG:" in line
+    assert np.isfinite(float(line.split("G_VGG:")[1].split()[0]))
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "latest.pt").write_bytes(b"not a checkpoint at all")
+    assert train.main(run_args(tmp_path, "bad", "--model", "rotate", "--no_vgg_loss",
+                               "--continue_train")) == 2
+    assert_one_line_error(capsys.readouterr().err, "corrupt or unreadable checkpoint",
+                          str(tmp_path / "bad" / "latest.pt"))
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    assert train.main(run_args(tmp_path, "none", "--model", "rotate", "--no_vgg_loss",
+                               "--continue_train", "--which_epoch", "7")) == 2
+    assert_one_line_error(capsys.readouterr().err, "checkpoint not found",
+                          str(tmp_path / "none" / "7.pt"))
+
+
+def test_mismatched_checkpoint_names_the_keys(tmp_path, capsys):
+    base = ["--model", "rotate", "--no_vgg_loss", "--max_iters", "1"]
+    assert train.main(run_args(tmp_path, "m", *base)) == 0
+    capsys.readouterr()
+    assert train.main(run_args(tmp_path, "m", *base, "--ngf", "16", "--continue_train")) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "netG does not match this model", "different shapes",
+                          ".weight", " vs ", "--ngf")
+    # trained without --train_rotate, resumed with it
+    assert train.main(run_args(tmp_path, "m", *base, "--train_rotate", "--continue_train")) == 2
+    assert_one_line_error(capsys.readouterr().err, "has no netD_rotate", "--train_rotate")
+
+
+# --------------------------------------------------------------------------------- options
+def test_every_flag_has_help_and_original_names_exist():
+    options = TrainOptions()
+    options.parse(TINY + SPADE)
+    actions = [a for a in options.parser._actions if a.dest != "help"]
+    missing = [a.dest for a in actions if not a.help]
+    assert not missing
+    dests = {a.dest for a in actions}
+    original = {
+        "name", "model", "netG", "ngf", "ndf", "norm_G", "norm_D", "label_nc", "crop_size",
+        "batchSize", "lr", "beta1", "beta2", "no_TTUR", "niter", "niter_decay",
+        "D_steps_per_G", "gan_mode", "lambda_feat", "lambda_vgg", "no_vgg_loss",
+        "no_ganFeat_loss", "train_rotate", "lambda_D", "lambda_rotate_D", "heatmap_size",
+        "no_gaussian_landmark", "label_mask", "erode_kernel", "pose_noise", "large_pose",
+        "continue_train", "which_epoch", "checkpoints_dir", "dataset", "dataset_mode",
+        "nThreads", "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq"}
+    assert original - dests == set()
+
+
+# ------------------------------------------------------------------------------------ data
+def test_comma_separated_datasets_concatenate(monkeypatch):
+    from data import registry
+
+    monkeypatch.setitem(registry.DATASETS, "example_again", registry.DATASETS["example"])
+    opt = TrainOptions().parse(TINY + SPADE + ["--dataset", "example, example_again,example",
+                                               "--no_vgg_loss"])
+    dataset = create_dataset(opt)
+    assert len(dataset) == 4  # repeats dropped, the two names concatenated
+    batch = next(iter(create_dataloader(opt)))
+    assert batch["image"].shape == (2, 3, 64, 64)
+
+
+def test_dataroot_folder_is_fitted_on_first_use(tmp_path, capsys):
+    from face3d.examples import materialize_examples
+
+    photos = tmp_path / "photos"
+    materialize_examples(str(photos / "sub"))
+    (photos / "sub" / "file_list.txt").unlink()
+    argv = run_args(tmp_path, "adhoc", "--model", "rotate", "--no_vgg_loss", "--dataroot",
+                    str(photos), "--max_iters", "1")
+    assert train.main(argv) == 0
+    assert "fitting 2 photos" in capsys.readouterr().out
+    assert (photos / "fits" / "realign_lmk").is_file()
+    assert train.main(argv + ["--name", "again"]) == 0  # the fits are reused
+    assert "fitting" not in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train.main(run_args(tmp_path, "e", "--model", "rotate", "--no_vgg_loss",
+                               "--dataroot", str(empty))) == 2
+    assert_one_line_error(capsys.readouterr().err, "no photos", str(empty))
+
+
+def test_lfw_works_out_of_the_box(lfw_dir):
+    opt = TrainOptions().parse(TINY + SPADE + ["--dataset", "lfw", "--max_dataset_size", "2",
+                                               "--no_vgg_loss"])
+    dataset = create_dataset(opt)
+    assert len(dataset) <= 2 and len(dataset) >= 1
+    item = dataset[0]
+    assert item["image"].shape == (3, 64, 64) and "/" in item["path"]
+
+
+def test_label_mask_region():
+    lm = torch.zeros(1, 68, 2)
+    lm[0, 7:10] = torch.tensor([[20.0, 50], [32, 54], [44, 50]])   # chin
+    lm[0, 31:36] = torch.tensor([[26.0, 36], [29, 37], [32, 38], [35, 37], [38, 36]])
+    lm[0, :7] = lm[0, 10:31] = lm[0, 36:] = 5.0
+    m = label_mask(lm, 64, radius=3.0)[0, 0]
+    assert m.shape == (64, 64) and m.dtype == torch.bool
+    assert m[54, 32] and m[38, 32] and m[52, 32]
+    assert not m[45, 32] and not m[10, 10] and not m[60, 5]
+    assert label_mask(lm, 64, radius=6.0).sum() > m.sum()
+
+
+# -------------------------------------------------------------------------------- learning
+def test_generator_learns_a_fixed_batch():
+    """On one fixed batch, G's L1 to the real photos halves within a few hundred Adam steps
+    (no GAN, no VGG: the model's own generator loss with --lambda_l1 1 --lambda_D 0)."""
+    torch.manual_seed(0)
+    opt = TrainOptions().parse(TINY + ["--model", "rotate", "--lambda_l1", "1", "--lambda_D",
+                                       "0", "--no_ganFeat_loss", "--no_vgg_loss",
+                                       "--serial_batches"])
+    model = create_model(opt)
+    pair = model.make_pair(next(iter(create_dataloader(opt))), torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(model.netG.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    history = []
+    for _ in range(400):
+        optimizer.zero_grad()
+        losses, _ = model(pair, "generator")
+        assert set(losses) == {"G_GAN", "G_L1"} and losses["G_GAN"].detach().item() == 0.0
+        losses["G_L1"].backward()
+        optimizer.step()
+        history.append(losses["G_L1"].detach().item())
+        if history[-1] < 0.5 * history[0]:
+            break
+    assert history[-1] < 0.5 * history[0], (history[0], history[-1], len(history))
