@@ -107,30 +107,51 @@ def _sample(image, xy):
 
 
 class _Covered:
-    """The pixels a view covers, flattened: interpolates per-vertex attributes there only
-    (the same arithmetic as ``rasterizer.interpolate``, so the same values) and scatters
-    per-pixel results back into (B, H, W, ...) images."""
+    """The pixels a view covers, flattened, so that per-pixel work is done there only (a
+    third of a typical crop): per-vertex attributes are interpolated with the same
+    arithmetic as ``rasterizer.interpolate`` (so to the same values), images are sampled
+    with ``grid_sample`` on a packed grid (each image's covered pixels in a row of ``width``
+    slots) and results are scattered back into (B, ., H, W) images."""
 
     def __init__(self, frags: Fragments, tri, num_verts: int):
         B, H, W = frags.face_ids.shape
         self.shape = (B, H, W)
         self.pix = frags.mask.view(-1).nonzero().squeeze(1)
         self.batch = torch.div(self.pix, H * W, rounding_mode="floor")
-        self.corners = tri[frags.face_ids.view(-1)[self.pix]] + (self.batch * num_verts)[:, None]
-        self.bary = frags.bary.view(-1, 3)[self.pix]
+        # (index_select: the same gather as tensor[index], several times faster on CPU)
+        faces = frags.face_ids.view(-1).index_select(0, self.pix)
+        tri = tri.to(faces.device)
+        self.corners = tri.index_select(0, faces) + (self.batch * num_verts)[:, None]
+        self.bary = frags.bary.view(-1, 3).index_select(0, self.pix)
+        counts = torch.bincount(self.batch, minlength=B)
+        self.width = max(int(counts.max()), 1) if B else 1
+        first = counts.cumsum(0) - counts
+        self.slot = (torch.arange(self.pix.numel(), device=self.pix.device)
+                     - first[self.batch] + self.batch * self.width)
 
     def at(self, attrs):
         """(B, V, C) per-vertex attributes -> (P, C) at the covered pixels."""
         a = attrs.reshape(-1, attrs.shape[-1]).to(torch.promote_types(attrs.dtype, torch.float32))
-        c, w = self.corners, self.bary.to(a.dtype)
-        return a[c[:, 0]] * w[:, 0:1] + a[c[:, 1]] * w[:, 1:2] + a[c[:, 2]] * w[:, 2:3]
+        g = a.index_select(0, self.corners.view(-1)).view(-1, 3, a.shape[1])
+        w = self.bary.to(a.dtype)
+        return g[:, 0] * w[:, 0:1] + g[:, 1] * w[:, 1:2] + g[:, 2] * w[:, 2:3]
 
-    def dense(self, values):
-        """(P, ...) -> (B, H, W, ...), zero (False) at the pixels not covered."""
+    def sample(self, image, xy):
+        """(P, C) bilinear samples of each covered pixel's own image (B, C, H, W) at the
+        pixel coordinates ``xy`` (P, 2)."""
+        B, C, H, W = image.shape
+        grid = image.new_zeros(B * self.width, 2)
+        grid[self.slot] = _grid(xy.to(image.dtype), H, W)
+        out = F.grid_sample(image, grid.view(B, 1, self.width, 2), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        return out.view(B, C, self.width).transpose(1, 2).reshape(-1, C).index_select(0, self.slot)
+
+    def image(self, values):
+        """(P, C) -> (B, C, H, W), zero at the pixels not covered."""
         B, H, W = self.shape
-        out = values.new_zeros((B * H * W, *values.shape[1:]))
-        out[self.pix] = values
-        return out.view(B, H, W, *values.shape[1:])
+        out = values.new_zeros(B, values.shape[1], H * W)
+        out[self.batch, :, self.pix - self.batch * (H * W)] = values
+        return out.view(B, -1, H, W)
 
 
 def _visible_in(src: Fragments, batch, point, tol):
@@ -140,7 +161,8 @@ def _visible_in(src: Fragments, batch, point, tol):
     ix = point[:, 0].floor().long().clamp(0, W - 1)
     iy = point[:, 1].floor().long().clamp(0, H - 1)
     at = (batch * H + iy) * W + ix
-    return src.mask.view(-1)[at] & (point[:, 2] <= src.depth.view(-1)[at] + tol[batch])
+    return src.mask.view(-1).index_select(0, at) & (
+        point[:, 2] <= src.depth.view(-1).index_select(0, at) + tol.index_select(0, batch))
 
 
 def depth_tolerance(vertices):
@@ -164,24 +186,23 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
     src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
     tol = depth_tolerance(src_vertices)
-    # All per-pixel work happens at the covered pixels only (a third of a typical crop).
     cov = _Covered(dst, tri, src_vertices.shape[1])
     point = cov.at(src_vertices)  # (P, 3): where each covered pixel was in the source view
     hidden = ~_visible_in(src, cov.batch, point, tol)
     if per_vertex:
         colours = _sample(src_image, src_vertices[:, None, :, :2])[:, :, 0].transpose(1, 2)
-        image = cov.dense(cov.at(colours)).permute(0, 3, 1, 2)
+        colour = cov.at(colours)
     else:
-        image = _sample(src_image, cov.dense(point[:, :2]))
+        colour = cov.sample(src_image, point[:, :2])
     filled = torch.zeros_like(hidden)
     if symmetric_fill:
         twin = cov.at(src_vertices[:, mesh.mirror])
         filled = hidden & _visible_in(src, cov.batch, twin, tol)
-        image = torch.where(cov.dense(filled)[:, None], _sample(src_image, cov.dense(twin[:, :2])),
-                            image)
-    m = dst.mask[:, None].to(image.dtype)
-    return Rendered(image * m, m, cov.dense(hidden)[:, None].to(image.dtype),
-                    cov.dense(filled)[:, None].to(image.dtype), dst)
+        colour = torch.where(filled[:, None], cov.sample(src_image, twin[:, :2]), colour)
+    dtype = colour.dtype
+    return Rendered(cov.image(colour), dst.mask[:, None].to(dtype),
+                    cov.image(hidden[:, None].to(dtype)), cov.image(filled[:, None].to(dtype)),
+                    dst)
 
 
 # ----------------------------------------------------------------------- masks, background
@@ -189,13 +210,15 @@ def erode(mask, kernel: int):
     """Binary erosion of a (B, 1, H, W) float mask by a square ``kernel`` (odd, px); pixels
     outside the image count as inside the mask (as a min-pool ignoring padding would).
 
-    Counts the uncovered pixels in each window with two running sums (exact in int32):
-    several times faster on CPU than ``max_pool2d``, whose cost grows with kernel**2."""
+    Counts the uncovered pixels in each window with two running sums, exact in float32
+    (every partial sum is an integer below 2**24): several times faster on CPU than
+    ``max_pool2d``, whose cost grows with kernel**2."""
     if kernel <= 1:
         return mask
     k = kernel | 1
     r = k // 2
-    holes = F.pad((mask <= 0).to(torch.int32), (r + 1, r, r + 1, r))
+    exact = k * (max(mask.shape[-2:]) + k) < 1 << 24
+    holes = F.pad((mask <= 0).to(torch.float32 if exact else torch.float64), (r + 1, r, r + 1, r))
     c = holes.cumsum(3)
     c = c[..., k:] - c[..., :-k]
     c = c.cumsum(2)
@@ -218,7 +241,8 @@ def background_colour(image, mask, mode: str):
 
 
 def composite(render: Rendered, mask, background):
-    return render.image * mask + background * (1 - mask)
+    """``image * mask + background * (1 - mask)``, in one pass (exact where mask is 0 or 1)."""
+    return torch.lerp(background.expand_as(render.image), render.image, mask)
 
 
 # ------------------------------------------------------------------------ the two products

