@@ -138,10 +138,14 @@ def _reference_render(src_image, src_v, dst_v, mesh, per_vertex=False, symmetric
     tol = (0.03 * (src_v[..., 0].amax(1) - src_v[..., 0].amin(1))).clamp(min=1.0)
     b = torch.arange(B)[:, None, None]
 
-    def visible(p):
-        ix = p[..., 0].floor().long().clamp(0, W - 1)
-        iy = p[..., 1].floor().long().clamp(0, H - 1)
-        return src.mask[b, iy, ix] & (p[..., 2] <= src.depth[b, iy, ix] + tol[b])
+    def visible(p):  # seen at any pixel of the 2x2 bilinear footprint
+        x0 = (p[..., 0] - 0.5).floor().long()
+        y0 = (p[..., 1] - 0.5).floor().long()
+        seen = torch.zeros(p.shape[:-1], dtype=torch.bool)
+        for iy in ((y0).clamp(0, H - 1), (y0 + 1).clamp(0, H - 1)):
+            for ix in ((x0).clamp(0, W - 1), (x0 + 1).clamp(0, W - 1)):
+                seen |= src.mask[b, iy, ix] & (p[..., 2] <= src.depth[b, iy, ix] + tol[b])
+        return seen
 
     def sample(xy):
         grid = torch.stack([xy[..., 0] / W * 2 - 1, xy[..., 1] / H * 2 - 1], -1)

@@ -155,14 +155,22 @@ class _Covered:
 
 
 def _visible_in(src: Fragments, batch, point, tol):
-    """Is each surface point (P, 3: x, y, z in the source view, of image ``batch``) the
-    nearest one at its pixel of the source view?"""
+    """Is each surface point (P, 3: x, y, z in the source view, of image ``batch``) seen in
+    the source view? It is when, at any of the 4 pixels around it (the footprint of the
+    bilinear texture lookup), the source's z-buffer is not nearer than the point. A single
+    nearest pixel flags isolated false 'hidden' texels on steep surfaces (nose, cheeks)."""
     B, H, W = src.face_ids.shape
-    ix = point[:, 0].floor().long().clamp(0, W - 1)
-    iy = point[:, 1].floor().long().clamp(0, H - 1)
-    at = (batch * H + iy) * W + ix
-    return src.mask.view(-1).index_select(0, at) & (
-        point[:, 2] <= src.depth.view(-1).index_select(0, at) + tol.index_select(0, batch))
+    x0 = (point[:, 0] - 0.5).floor().long()
+    y0 = (point[:, 1] - 0.5).floor().long()
+    z = point[:, 2] - tol.index_select(0, batch)
+    mask, depth = src.mask.view(-1), src.depth.view(-1)
+    seen = torch.zeros_like(z, dtype=torch.bool)
+    for dy in (0, 1):
+        iy = (y0 + dy).clamp(0, H - 1)
+        for dx in (0, 1):
+            at = (batch * H + iy) * W + (x0 + dx).clamp(0, W - 1)
+            seen |= mask.index_select(0, at) & (z <= depth.index_select(0, at))
+    return seen
 
 
 def depth_tolerance(vertices):
