@@ -74,6 +74,10 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
     if not usable:
         raise DatasetError(f"dataset {name!r}: none of {len(relpaths)} photos has a fit "
                            f"(see {failed_file})")
+    try:  # fits written by an older format would fail later, mid-training: say so now
+        load_fit(fit_path_for(usable[0], entry["fits_dir"]))
+    except FitFileError as e:
+        raise DatasetError(f"dataset {name!r}: {e} (or delete {entry['fits_dir']})") from None
     return usable
 
 

@@ -12,7 +12,9 @@ import uuid
 
 import numpy as np
 
-FORMAT_VERSION = 1
+# 2: MediaPipe depth scaled by face3d.fitter.DEPTH_SCALE (1.5); fits of format 1 have the
+# raw depth and no longer match the canonical mesh.
+FORMAT_VERSION = 2
 
 
 class FitFileError(ValueError):
@@ -116,6 +118,9 @@ def load_fit(path: str | os.PathLike) -> Fit:
                 kw[n] = v
         except (TypeError, ValueError, IndexError) as e:
             raise FitFileError(f"fit file field {n!r} is malformed ({e}): {path}") from None
+    if kw["format_version"] != FORMAT_VERSION:
+        raise FitFileError(f"fit file has format {kw['format_version']}, this version reads "
+                           f"{FORMAT_VERSION}; refit (3ddfa/inference.py --overwrite): {path}")
     return Fit(**kw)
 
 

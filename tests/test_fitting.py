@@ -321,6 +321,8 @@ def test_load_fit_errors_name_the_file(tmp_path, fits, example_photos):
     cases["lacks.npz"] = "no yaw"
     np.savez(tmp_path / "bad_field.npz", **{**arrays, "scale": np.zeros(3)})
     cases["bad_field.npz"] = "scale of shape (3,)"
+    np.savez(tmp_path / "old.npz", **{**arrays, "format_version": np.asarray(1)})
+    cases["old.npz"] = "format 1 (raw MediaPipe depth)"
     for name in cases:
         path = str(tmp_path / name)
         with pytest.raises(FitFileError) as exc:
@@ -329,6 +331,8 @@ def test_load_fit_errors_name_the_file(tmp_path, fits, example_photos):
         assert path in msg and "\n" not in msg, (name, msg)
     with pytest.raises(FitFileError, match="yaw"):
         load_fit(tmp_path / "lacks.npz")
+    with pytest.raises(FitFileError, match="refit"):
+        load_fit(tmp_path / "old.npz")
 
 
 def test_fitting_is_deterministic(fitter, example_photos):
