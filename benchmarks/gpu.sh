@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The GPU figures quoted in the README, in one go (a few minutes on one H100). Needs the
+# example dataset fitted once on a machine with mediapipe (bash experiments/v100_test.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+$PY -m pytest -q -p no:cacheprovider tests/test_rasterizer.py -k cuda
+$PY benchmarks/render.py --device cuda --no-bfm
+$PY benchmarks/test.py --device cuda --generator_only
+$PY benchmarks/train.py --config default --device cuda --batch 8 --iters 10
