@@ -179,9 +179,10 @@ def select_photos(opt) -> list[tuple[str, str, str | None]]:
     if opt.img:
         items, _ = collect_inputs(opt)
         return sample(items, opt.max_photos, opt.seed)
-    from data.allface_dataset import list_folder, prepare_dataset
+    from data.allface_dataset import prepare_dataset
     from data.registry import adhoc_dataset, get_dataset
     from face3d.batch_fit import read_list
+    from face3d.imageio import list_images
 
     name = opt.dataroot or opt.dataset
     entry = adhoc_dataset(opt.dataroot) if opt.dataroot else get_dataset(opt.dataset)
@@ -192,7 +193,7 @@ def select_photos(opt) -> list[tuple[str, str, str | None]]:
     if os.path.exists(entry["file_list"]):
         rel = read_list(entry["file_list"])
     else:
-        rel = list_folder(entry["prefix"], entry["fits_dir"])
+        rel = list_images(entry["prefix"], exclude=entry["fits_dir"])
     rel = sorted(set(rel))[opt.list_start:opt.list_end]
     items = []
     for r in rel:
@@ -303,7 +304,7 @@ def save_png(array: np.ndarray, path: str) -> str:
 
 def list_people(root: str) -> dict[str, list[str]]:
     """person -> sorted photo relpaths (``Person/Person_NNNN.jpg``) under an LFW-style root."""
-    from face3d.batch_fit import IMAGE_EXTENSIONS
+    from face3d.imageio import IMAGE_EXTENSIONS
 
     people = {}
     for person in sorted(os.listdir(root)):
@@ -892,17 +893,13 @@ def load_eval_batch(source, n: int = 32, crop_size: int = 256, seed: int = 0) ->
     dataset name (e.g. ``"lfw"``); ``n`` photos are drawn with ``seed`` and fitted with
     MediaPipe (fit files are used when the dataset has them). Photos without a face are
     skipped. Keep these photos out of the training set for a held-out score."""
-    from face3d.batch_fit import IMAGE_EXTENSIONS
+    from face3d.imageio import list_images
 
     if isinstance(source, (list, tuple)):
         items = [(os.path.basename(str(p)), str(p), None) for p in source]
     elif os.path.isdir(str(source)):
-        items = []
-        for root, dirs, files in os.walk(str(source)):
-            dirs[:] = sorted(dirs)
-            items += [(os.path.relpath(os.path.join(root, f), str(source)),
-                       os.path.join(root, f), None)
-                      for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        items = [(rel, os.path.join(str(source), rel), None)
+                 for rel in list_images(str(source))]
     else:
         from types import SimpleNamespace
 

@@ -82,17 +82,12 @@ def collect_inputs(opt) -> tuple[list[tuple[str, str, str | None]], str]:
     """[(relpath, image path, fit path or None)], prefix. Photos given with --img are fitted
     on the fly; dataset photos use their fits."""
     if opt.img:
-        from face3d.batch_fit import IMAGE_EXTENSIONS
+        from face3d.imageio import list_images
 
         items = []
         for given in opt.img:
             if os.path.isdir(given):
-                for root, dirs, files in os.walk(given):
-                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                    for f in sorted(files):
-                        if f.lower().endswith(IMAGE_EXTENSIONS):
-                            path = os.path.join(root, f)
-                            items.append((os.path.relpath(path, given), path, None))
+                items += [(rel, os.path.join(given, rel), None) for rel in list_images(given)]
             else:  # a missing or odd file is reported per photo, not as a crash
                 items.append((os.path.basename(given), given, None))
         return items, ""

@@ -15,23 +15,14 @@ from torch.utils.data import Dataset
 
 from data.registry import adhoc_dataset, get_dataset
 from face3d.align import align
-from face3d.batch_fit import IMAGE_EXTENSIONS, read_list
+from face3d.batch_fit import read_list
 from face3d.fit import FitFileError, fit_path_for, load_fit
-from face3d.imageio import read_image
+from face3d.imageio import IMAGE_EXTENSIONS, list_images, read_image
 
 
 class DatasetError(RuntimeError):
     """A dataset that cannot be used; the message says which and why."""
 
-
-def list_folder(prefix: str, skip: str) -> list[str]:
-    rel = []
-    for root, dirs, files in os.walk(prefix):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.abspath(os.path.join(root, d)) != os.path.abspath(skip))
-        rel += [os.path.relpath(os.path.join(root, f), prefix) for f in sorted(files)
-                if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return rel
 
 
 def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
@@ -47,7 +38,7 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
     if os.path.exists(entry["file_list"]) and not entry.get("relist"):
         relpaths = read_list(entry["file_list"])
     else:
-        relpaths = list_folder(entry["prefix"], entry["fits_dir"])
+        relpaths = list_images(entry["prefix"], exclude=entry["fits_dir"])
         if not relpaths:
             raise DatasetError(f"dataset {name!r}: no photos ({', '.join(IMAGE_EXTENSIONS)}) "
                                f"under {entry['prefix']}")

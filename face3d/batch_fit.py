@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from face3d.fit import FitFileError, fit_path_for, load_fit
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+from face3d.imageio import list_images
 
 
 class InputListError(ValueError):
@@ -63,13 +62,7 @@ def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None
         return os.path.dirname(os.path.abspath(img)), [os.path.basename(img)]
     if not os.path.isdir(img):
         raise InputListError(f"--img: no such file or folder: {img}")
-    rel = []
-    for root, dirs, files in os.walk(img):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for f in sorted(files):
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-                rel.append(os.path.relpath(os.path.join(root, f), img))
-    return img, rel
+    return img, list_images(img)
 
 
 def shard(items: list, spec: str | None) -> list:

@@ -66,3 +66,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"not an image (unrecognised format): {path}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"unreadable or truncated image ({e}): {path}") from None
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+
+
+def list_images(folder: str, exclude: str | None = None) -> list[str]:
+    """Image files under ``folder`` (recursive, following symlinks, hidden folders and the
+    ``exclude`` folder skipped), as sorted paths relative to ``folder``."""
+    skip = os.path.abspath(exclude) if exclude else None
+    rel = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.abspath(os.path.join(root, d)) != skip)
+        rel += [os.path.relpath(os.path.join(root, f), folder) for f in sorted(files)
+                if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return rel
