@@ -803,8 +803,11 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
 
     verification = None
-    run_pairs = opt.pairs > 0 and (opt.pairs_file or (opt.dataset == "lfw" and not opt.img
-                                                      and not opt.dataroot))
+    # Pairs come from LFW-style folders: run them for the lfw dataset, or when the user names
+    # a pairs file or a --pairs_root of their own.
+    run_pairs = opt.pairs > 0 and (opt.pairs_file or opt.pairs_root != str(LFW_ROOT)
+                                   or (opt.dataset == "lfw" and not opt.img
+                                       and not opt.dataroot))
     if run_pairs and describer is None:
         print("verification skipped: it needs the identity model", file=sys.stderr)
     elif run_pairs:

@@ -4,7 +4,6 @@ on a tiny checkpoint, and ``quick_eval``."""
 
 from __future__ import annotations
 
-import html.parser
 import json
 import math
 import os
@@ -17,6 +16,8 @@ from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from helpers import page_links  # noqa: E402
 
 import evaluate  # noqa: E402
 from util import metrics  # noqa: E402
@@ -251,14 +252,6 @@ def test_pose_error_of_a_photo_against_itself(fitter, example_photos, example_fi
 # --------------------------------------------------------------------------- end to end
 
 
-class _Links(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.srcs = []
-
-    def handle_starttag(self, tag, attrs):
-        self.srcs += [v for k, v in attrs if k in ("src", "href")]
-
 
 def check_report(out, modes, yaws, identity: bool, verification: bool):
     report = json.loads((out / "report.json").read_text())
@@ -306,12 +299,11 @@ def check_report(out, modes, yaws, identity: bool, verification: bool):
                                        "verification"}
     text = (out / "report.txt").read_text()
     assert "Pose" in text and "Reconstruction" in text
-    links = _Links()
-    links.feed((out / "index.html").read_text())
-    assert links.srcs, "the page shows no images"
-    for src in links.srcs:
+    links = page_links(out / "index.html")
+    assert links, "the page shows no images"
+    for src in links:
         assert (out / src).is_file(), src
-    shown = {os.path.basename(s) for s in links.srcs}
+    shown = {os.path.basename(s) for s in links}
     assert "source.png" in shown and "recon_real.png" in shown
     for mode in modes:
         assert any(s.startswith(f"{mode}_yaw") for s in shown)

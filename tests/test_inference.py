@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import html.parser
 import os
 import sys
 
@@ -14,6 +13,8 @@ from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from helpers import page_links  # noqa: E402
 
 import test as rotate_cli  # noqa: E402  (the repository's test.py, not a pytest module)
 from face3d.examples import materialize_examples  # noqa: E402
@@ -52,14 +53,6 @@ def tiny_checkpoint(tmp_path_factory):
     return root
 
 
-class _Links(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.srcs = []
-
-    def handle_starttag(self, tag, attrs):
-        self.srcs += [v for k, v in attrs if k in ("src", "href")]
-
 
 def check_outputs(out_dir, n_photos, yaws, mode, size):
     with open(os.path.join(out_dir, "manifest.csv")) as f:
@@ -73,11 +66,9 @@ def check_outputs(out_dir, n_photos, yaws, mode, size):
         assert img.shape == (size, size, 3)
         # Not blank: the original's one-GPU bug gave constant (black) images.
         assert len(np.unique(img)) > 16 and img.max() > 40, f"{path} is blank"
-    links = _Links()
-    with open(os.path.join(out_dir, "index.html")) as f:
-        links.feed(f.read())
-    assert links.srcs, "the page shows no images"
-    for src in links.srcs:
+    links = page_links(os.path.join(out_dir, "index.html"))
+    assert links, "the page shows no images"
+    for src in links:
         assert os.path.exists(os.path.join(out_dir, src)), src
     with open(os.path.join(out_dir, "rotated_landmarks.txt")) as f:
         lines = f.read().splitlines()
