@@ -177,6 +177,12 @@ class Run:
         if opt.continue_train:
             self._resume()
         self.vis = Visualizer(opt, self.run_dir) if self.is_main else None
+        self.eval_batch = None
+        if opt.eval_freq and self.is_main:
+            from evaluate import load_eval_batch
+
+            self.eval_batch = load_eval_batch(opt.eval_photos, n=opt.eval_size,
+                                              crop_size=opt.crop_size, seed=opt.seed)
         if self.is_main:
             n_params = sum(p.numel() for p in _unwrap(self.model.netG).parameters())
             print(f"{len(self.loader.dataset)} photos, {world} process(es) on {device}, "
@@ -317,6 +323,10 @@ class Run:
                               "speed/step_s": window["step"] / n_iter}, it)
             window.update(images=0, render=0.0, step=0.0, start=time.perf_counter(),
                           iteration=it)
+        if opt.eval_freq and it % opt.eval_freq == 0:
+            from evaluate import quick_eval
+
+            self.vis.scalars(quick_eval(self.model, self.eval_batch, self.device), it)
         if it % opt.display_freq == 0 or it == first:
             self.vis.images({"input": pair["input"], "rotated": pair["rotated"],
                              "output": fake, "real": pair["real"]}, self.epoch, it)

@@ -55,6 +55,15 @@ class TrainOptions(BaseOptions):
         p.add_argument("--save_epoch_freq", type=int, default=5,
                        help="epochs between saves of <epoch>.pt")
         p.add_argument("--no_html", action="store_true", help="do not write the HTML page")
+        p.add_argument("--eval_freq", type=int, default=0,
+                       help="every N iterations, score a fixed held-out set (reconstruction "
+                            "PSNR/SSIM/L1 vs the render baseline, pose error of rotations) "
+                            "into tensorboard's eval/ scalars; 0 = off")
+        p.add_argument("--eval_photos", default="example",
+                       help="the held-out set for --eval_freq: a registry name or a folder "
+                            "(keep it out of the training data)")
+        p.add_argument("--eval_size", type=int, default=32,
+                       help="photos in the --eval_freq set")
         return p
 
     def validate(self, opt):

@@ -476,3 +476,12 @@ def test_generator_learns_a_fixed_batch():
         if history[-1] < 0.5 * history[0]:
             break
     assert history[-1] < 0.5 * history[0], (history[0], history[-1], len(history))
+
+
+def test_eval_freq_logs_held_out_scores(tmp_path):
+    argv = run_args(tmp_path, "ev", "--model", "rotate", "--no_vgg_loss", "--max_iters", "2",
+                    "--eval_freq", "2", "--eval_photos", "example", "--eval_size", "2")
+    assert train.main(argv) == 0
+    tags = event_tags(tmp_path / "ev" / "logs")
+    for key in ("eval/recon_psnr_mask", "eval/recon_psnr_mask_input", "eval/pose_err"):
+        assert tags.get(key) == "scalar", sorted(tags)
