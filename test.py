@@ -42,9 +42,11 @@ from util.html import HTMLPage
 from util.visualizer import to_uint8
 
 # Options that describe the run, not the trained network: never taken from a checkpoint.
+# (How the generator's input is rendered -- erode_kernel, background, symmetric_fill,
+# label_mask -- is taken from it, so test.py feeds G what it was trained on.)
 _RUN_OPTIONS = {"name", "checkpoints_dir", "which_epoch", "device", "batchSize", "nThreads",
                 "dataset", "dataroot", "dataset_mode", "seed", "serial_batches", "is_train",
-                "max_dataset_size", "symmetric_fill", "background", "erode_kernel"}
+                "max_dataset_size"}
 
 
 def load_generator(opt, parser: argparse.ArgumentParser, device):
@@ -95,8 +97,8 @@ def collect_inputs(opt) -> tuple[list[tuple[str, str, str | None]], str]:
     from data.registry import adhoc_dataset, get_dataset
 
     entry = adhoc_dataset(opt.dataroot) if opt.dataroot else get_dataset(opt.dataset)
-    rel = prepare_dataset(entry, opt.dataroot or opt.dataset, progress=False)
-    rel = rel[opt.list_start:opt.list_end]
+    rel = prepare_dataset(entry, opt.dataroot or opt.dataset, workers=max(1, opt.nThreads),
+                          start=opt.list_start, end=opt.list_end)
     return [(r, os.path.join(entry["prefix"], r), fit_path_for(r, entry["fits_dir"]))
             for r in rel], entry["prefix"]
 
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 outputs = renders
                 if model is not None:
                     with autocast:
-                        outputs = model({"input": renders, "landmarks": view["landmarks"]},
+                        outputs = model({"input": renders, "landmarks": view["landmarks"],
+                                         "source_yaw": torch.full((len(chunk),), fit_c.yaw)},
                                         "inference").float()
             for k, (yaw, pitch) in enumerate(chunk):
                 name = pose_name(yaw, pitch)
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                 landmark_lines.append(rel_out + " " + " ".join(f"{v:.2f}" for v in pts))
                 row.append((render_path, out_path, name))
         if opt.gif:
-            save_sweep(face, mesh, model, opt, os.path.join(out_dir, stem, "sweep.gif"))
+            save_sweep(face, fit_c.yaw, mesh, model, opt,
+                       os.path.join(out_dir, stem, "sweep.gif"))
         rows.append((os.path.join(out_dir, stem, "aligned.png") if opt.align else path, rel, row))
     write_outputs(out_dir, manifest, failures, landmark_lines, rows, pose_list, mode, opt)
     print(f"{len(rows)} photos x {len(pose_list)} poses -> {out_dir} (mode={mode}); "
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if rows else 1
 
 
-def save_sweep(face, mesh, model, opt, path):
+def save_sweep(face, source_yaw, mesh, model, opt, path):
     sweep = [(float(y), None) for y in range(-60, 61, 10)]
     frames = []
     with torch.no_grad():
@@ -228,7 +232,9 @@ def save_sweep(face, mesh, model, opt, path):
             view = render_poses(face, sweep[start:start + opt.batchSize], mesh, opt)
             images = view["image"]
             if model is not None:
-                images = model({"input": images, "landmarks": view["landmarks"]}, "inference")
+                images = model({"input": images, "landmarks": view["landmarks"],
+                                "source_yaw": torch.full((len(images),), source_yaw)},
+                               "inference")
             frames += [Image.fromarray(a) for a in to_uint8(images.float())]
     frames += frames[-2:0:-1]  # and back again
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0)

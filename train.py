@@ -19,6 +19,7 @@ checked for identical replicas.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -135,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Rank 0 may fit a whole dataset on first use while the others wait at a barrier.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(hours=6))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(opt.seed + rank)
@@ -179,6 +182,9 @@ class Run:
         self.vis = Visualizer(opt, self.run_dir) if self.is_main else None
         self.eval_batch = None
         if opt.eval_freq and self.is_main:
+            if opt.eval_photos in opt.dataset.split(",") and not opt.dataroot:
+                print(f"warning: --eval_photos {opt.eval_photos} is also the training data, "
+                      "so the eval/ scores are not held out", file=sys.stderr)
             from evaluate import load_eval_batch
 
             self.eval_batch = load_eval_batch(opt.eval_photos, n=opt.eval_size,

@@ -8,6 +8,7 @@ Each item is a dict of tensors: ``image`` (3, S, S) in [-1, 1], the fit in crop 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -26,9 +27,11 @@ class DatasetError(RuntimeError):
 
 
 def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
-                    workers: int = 1, progress: bool = True) -> list[str]:
+                    workers: int = 1, progress: bool = True, start: int = 0,
+                    end: int | None = None) -> list[str]:
     """Make sure the entry's photos exist, are listed and fitted; returns the relative paths
-    that have a fit (at most ``max_size``, in list order)."""
+    that have a fit, in list order. Only list entries ``[start:end]`` (then at most
+    ``max_size`` of them) are considered, so a slice of a big list fits only that slice."""
     if name == "example" and not os.path.isdir(entry["prefix"]):
         from face3d.examples import materialize_examples
 
@@ -45,6 +48,7 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
         os.makedirs(os.path.dirname(entry["file_list"]), exist_ok=True)
         with open(entry["file_list"], "w") as f:
             f.write("".join(r + "\n" for r in relpaths))
+    relpaths = relpaths[start:end]
     if max_size:
         relpaths = relpaths[:max_size]
     missing = [r for r in relpaths if not os.path.exists(fit_path_for(r, entry["fits_dir"]))]
@@ -104,13 +108,23 @@ class AllFaceDataset(Dataset):
     def __len__(self):
         return len(self.relpaths)
 
+    # A photo or fit that became unreadable after the dataset was prepared is reported on
+    # one line and replaced by the next item, so a long training run keeps going.
+    MAX_SKIPS = 16
+
     def __getitem__(self, index: int) -> dict:
-        rel = self.relpaths[index]
-        try:
-            rgb = read_image(os.path.join(self.entry["prefix"], rel))
-            fit = load_fit(fit_path_for(rel, self.entry["fits_dir"]))
-        except (ValueError, FitFileError) as e:
-            raise DatasetError(f"dataset {self.name!r}, item {rel}: {e}") from None
+        for attempt in range(self.MAX_SKIPS):
+            rel = self.relpaths[(index + attempt) % len(self.relpaths)]
+            try:
+                return self.load(rel)
+            except (ValueError, FitFileError) as e:
+                print(f"warning: dataset {self.name!r}, skipping {rel}: {e}", file=sys.stderr)
+        raise DatasetError(f"dataset {self.name!r}: {self.MAX_SKIPS} unreadable items in a row "
+                           f"from index {index}; check {self.entry['prefix']}")
+
+    def load(self, rel: str) -> dict:
+        rgb = read_image(os.path.join(self.entry["prefix"], rel))
+        fit = load_fit(fit_path_for(rel, self.entry["fits_dir"]))
         crop, f, _ = align(rgb, fit, self.crop_size)
         image = torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1.0
         return dict(image=image, vertices=torch.from_numpy(f.vertices),

@@ -61,5 +61,5 @@ fi
 
 python train.py --name "$NAME" --model rotatespade --dataset "$DATASET" \
     --label_nc 5 --heatmap_size 2.5 --no_gaussian_landmark --erode_kernel 15 --pose_noise \
-    --lambda_D 0.75 --lambda_rotate_D 0.001 --lambda_feat 10 --lambda_vgg 10 \
+    --train_rotate --lambda_D 0.75 --lambda_rotate_D 0.001 --lambda_feat 10 --lambda_vgg 10 \
     "${DEVICE[@]}" "${SCHEDULE[@]}" "${LOSSES[@]}" "$@"

@@ -52,8 +52,10 @@ def read_list(list_path: str) -> list[str]:
     return out
 
 
-def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None):
-    """(prefix, relpaths) from ``--img_list/--img_prefix`` or ``--img`` (file or folder)."""
+def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None,
+                   save_dir: str | None = None):
+    """(prefix, relpaths) from ``--img_list/--img_prefix`` or ``--img`` (file or folder; the
+    output folder is skipped when it lies inside, so its --vis pictures are not refitted)."""
     if img_list:
         return img_prefix or os.path.dirname(os.path.abspath(img_list)), read_list(img_list)
     if img is None:
@@ -62,7 +64,7 @@ def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None
         return os.path.dirname(os.path.abspath(img)), [os.path.basename(img)]
     if not os.path.isdir(img):
         raise InputListError(f"--img: no such file or folder: {img}")
-    return img, list_images(img)
+    return img, list_images(img, exclude=save_dir)
 
 
 def shard(items: list, spec: str | None) -> list:
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be >= 1")
     try:
-        prefix, relpaths = collect_inputs(args.img_list, args.img_prefix, args.img)
+        prefix, relpaths = collect_inputs(args.img_list, args.img_prefix, args.img,
+                                          args.save_dir)
         relpaths = shard(relpaths, args.shard)
     except InputListError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -126,8 +126,11 @@ class RotateModel(nn.Module):
             return self.discriminator_loss(data["input"], data["seg"], data["real"], self.netD,
                                            "D", self.opt.lambda_D)
         if mode == "discriminator_rotated":
+            # No photo exists at pose b: the real sample is the photo with the condition of
+            # its own pose a, so every sample D_rotate sees is consistent with its condition.
             return self.discriminator_loss(data["rotated"], data["seg_b"], data["real"],
-                                           self.netD_rotate, "D_rotate", self.opt.lambda_rotate_D)
+                                           self.netD_rotate, "D_rotate", self.opt.lambda_rotate_D,
+                                           real_condition=(data["input"], data["seg"]))
         if mode == "inference":
             with torch.no_grad():
                 image = data["input"]
@@ -169,13 +172,17 @@ class RotateModel(nn.Module):
         loss = self.criterion_gan(pred, True, for_discriminator=False) * self.opt.lambda_rotate_D
         return {"G_rotate_GAN": loss}, fake
 
-    def discriminator_loss(self, condition, seg, real, netD, prefix="D", weight=1.0):
+    def discriminator_loss(self, condition, seg, real, netD, prefix="D", weight=1.0,
+                           real_condition=None):
+        """D on G(condition, seg) (fake) vs ``real``; the real sample is conditioned on
+        ``real_condition`` = (render, seg) when given, else on the same (condition, seg)."""
         with torch.no_grad():
             # G is only evaluated here: the unwrapped module skips DDP's bookkeeping.
             fake = _unwrap(self.netG)(condition, seg).detach()
         n = fake.shape[0]
+        real_cond, real_seg = real_condition or (condition, seg)
         pred = netD(torch.cat([self._d_input(condition, seg, fake),
-                               self._d_input(condition, seg, real)], 0))
+                               self._d_input(real_cond, real_seg, real)], 0))
         pred_fake = [[f[:n] for f in scale] for scale in pred]
         pred_real = [[f[n:] for f in scale] for scale in pred]
         return {f"{prefix}_fake": self.criterion_gan(pred_fake, False) * weight,

@@ -245,6 +245,10 @@ def test_feature_matching():
     assert fake[0][0].grad is not None and fake[0][0].grad.abs().sum() > 0
     assert fake[0][-1].grad is None  # logits are not matched
     assert real[0][0].grad is None
+    # Layers add up (as in pix2pixHD / SPADE), scales average.
+    two = [[torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 2)]]
+    ones = [[t + 1 for t in scale] for scale in two]
+    assert networks.feature_matching_loss(ones, two, lambda_feat=1.0).item() == pytest.approx(2.0)
 
 
 # ------------------------------------------------------------------------ VGG

@@ -432,6 +432,15 @@ def test_dataroot_folder_is_fitted_on_first_use(tmp_path, capsys):
                                "--dataroot", str(empty))) == 2
     assert_one_line_error(capsys.readouterr().err, "no photos", str(empty))
 
+    # A photo that breaks after preparation is skipped with one line; the run goes on.
+    opt = TrainOptions().parse(TINY + ["--dataroot", str(photos), "--no_vgg_loss"])
+    dataset = create_dataset(opt)
+    (photos / dataset.relpaths[0]).write_bytes(b"broken")
+    item = dataset[0]
+    assert item["path"] == dataset.relpaths[1]
+    err = capsys.readouterr().err
+    assert "skipping " + dataset.relpaths[0] in err and len(err.strip().splitlines()) == 1
+
 
 def test_lfw_works_out_of_the_box(lfw_dir):
     opt = TrainOptions().parse(TINY + SPADE + ["--dataset", "lfw", "--max_dataset_size", "2",

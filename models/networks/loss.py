@@ -69,13 +69,14 @@ class GANLoss(nn.Module):
 def feature_matching_loss(pred_fake, pred_real, lambda_feat: float = 10.0) -> torch.Tensor:
     """L1 between D's intermediate features on fake and on (detached) real images.
 
-    Averaged over the intermediate layers (logits excluded) and the scales, times lambda_feat.
+    Summed over the intermediate layers (logits excluded) and averaged over the scales, times
+    lambda_feat, as in pix2pixHD / SPADE and the original, so their --lambda_feat carries over.
     """
     per_scale = []
     for feats_fake, feats_real in zip(pred_fake, pred_real):
         layers = [F.l1_loss(f.float(), r.detach().float())
                   for f, r in zip(feats_fake[:-1], feats_real[:-1])]
-        per_scale.append(torch.stack(layers).mean())
+        per_scale.append(torch.stack(layers).sum())
     return torch.stack(per_scale).mean() * lambda_feat
 
 

@@ -296,9 +296,12 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     mask_b = erode(to_b.mask, erode_kernel)
     rotated = composite(to_b, mask_b, bg)
     # Re-texture from the render at b, render back at a (the geometry of a is the source
-    # view we already rasterised, so only b's raster is new).
-    back = render_textured(to_b.image, verts_b, vertices, mesh, src_fragments=to_b.fragments,
-                           dst_fragments=frags_a, symmetric_fill=symmetric_fill)
+    # view we already rasterised, so only b's raster is new). Outside b's silhouette the
+    # texture is the background colour, not 0, so bilinear lookups at the silhouette do
+    # not pull a dark seam into the face.
+    back = render_textured(composite(to_b, to_b.mask, bg), verts_b, vertices, mesh,
+                           src_fragments=to_b.fragments, dst_fragments=frags_a,
+                           symmetric_fill=symmetric_fill)
     mask_a = erode(back.mask, erode_kernel)
     return dict(input=composite(back, mask_a, bg), real=image, mask=mask_a,
                 hidden_b=back.hidden * mask_a, rotated=rotated, mask_b=mask_b,
