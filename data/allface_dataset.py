@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.registry import adhoc_dataset, get_dataset
 from face3d.align import align
 from face3d.batch_fit import read_list
 from face3d.fit import FitFileError, fit_path_for, load_fit
@@ -93,14 +92,10 @@ class AllFaceDataset(Dataset):
                             help="use at most this many photos of the list (in list order)")
         return parser
 
-    def __init__(self, opt, entry: dict | None = None, name: str | None = None):
+    def __init__(self, opt, entry: dict, name: str):
+        """One registry entry (``data.registry``); ``data.create_dataset`` builds them from
+        --dataset / --dataroot."""
         self.crop_size = opt.crop_size
-        if entry is None:  # one dataset from the options (several: data.create_dataset)
-            if opt.dataroot:
-                entry, name = adhoc_dataset(opt.dataroot), opt.dataroot
-            else:
-                name = opt.dataset
-                entry = get_dataset(name)
         self.entry, self.name = entry, name
         self.relpaths = prepare_dataset(entry, name, opt.max_dataset_size,
                                         workers=max(1, opt.nThreads))

@@ -121,7 +121,7 @@ class BaseOptions:
         self.parser = parser
         return parser.parse_args(argv)
 
-    def parse(self, argv: list[str] | None = None, save: bool = True) -> argparse.Namespace:
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
         opt = self.gather(argv)
         opt.is_train = self.is_train
         self.validate(opt)
