@@ -37,7 +37,13 @@ from face3d.imageio import ImageReadError, read_image
 from models.networks.render import FaceMesh, rotated_view
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
-from util.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_net
+from util.checkpoint import (
+    CheckpointError,
+    adopt_options,
+    checkpoint_path,
+    load_checkpoint,
+    load_net,
+)
 from util.html import HTMLPage
 from util.visualizer import to_uint8
 
@@ -60,15 +66,8 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
                       "(mode=render)")
     state = load_checkpoint(path)
     saved = state.get("options", {})
-    for key, value in saved.items():
-        if key in _RUN_OPTIONS or not hasattr(opt, key):
-            continue
-        mine = getattr(opt, key)
-        if mine != value:
-            if mine != parser.get_default(key):
-                print(f"warning: --{key} {mine} conflicts with the checkpoint's {key}={value}; "
-                      "using the checkpoint's", file=sys.stderr)
-            setattr(opt, key, value)
+    for warning in adopt_options(opt, saved, parser, [k for k in saved if k not in _RUN_OPTIONS]):
+        print(f"warning: {warning}", file=sys.stderr)
     from models import create_model
 
     opt.is_train = False

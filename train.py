@@ -43,6 +43,7 @@ from options.train_options import TrainOptions
 from trainers.trainer import Trainer
 from util.checkpoint import (
     CheckpointError,
+    adopt_options,
     checkpoint_path,
     load_checkpoint,
     rng_state,
@@ -53,6 +54,10 @@ from util.visualizer import Visualizer
 
 HASH_ENV = "RR_WEIGHTS_HASH_DIR"
 # Options that only steer this run, not the training itself: not compared on resume.
+# What the saved networks were built with: --continue_train takes these from the checkpoint.
+ARCHITECTURE_OPTIONS = ("model", "netG", "ngf", "n_downsample_G", "n_blocks_G", "norm_G",
+                        "spade_nhidden", "label_nc", "crop_size", "netD", "netD_subarch", "ndf",
+                        "norm_D", "num_D", "n_layers_D")
 _RUN_OPTIONS = {"continue_train", "which_epoch", "max_iters", "nThreads", "device",
                 "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq",
                 "no_html", "checkpoints_dir", "name"}
@@ -165,6 +170,14 @@ class Run:
         self.opt, self.device, self.rank, self.world = opt, device, rank, world
         self.is_main = rank == 0
         self.run_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        self.resume_state = None
+        if opt.continue_train:
+            path = checkpoint_path(opt)
+            self.resume_state = load_checkpoint(path)
+            for warning in adopt_options(opt, self.resume_state.get("options") or {}, parser,
+                                         ARCHITECTURE_OPTIONS):
+                if self.is_main:
+                    print(f"warning: {warning}", file=sys.stderr)
         if self.is_main:
             print(options_text(opt, parser))
             save_options(opt, self.run_dir, parser)
@@ -212,7 +225,7 @@ class Run:
     def _resume(self):
         opt = self.opt
         path = checkpoint_path(opt)
-        state = load_checkpoint(path)
+        state = self.resume_state
         self.trainer.load_state_dict(state, path)
         for key in ("iteration", "epoch", "epoch_iter"):
             if key not in state:

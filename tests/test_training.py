@@ -372,10 +372,19 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path, capsys):
     base = ["--model", "rotate", "--no_vgg_loss", "--max_iters", "1"]
     assert train.main(run_args(tmp_path, "m", *base)) == 0
     capsys.readouterr()
-    assert train.main(run_args(tmp_path, "m", *base, "--ngf", "16", "--continue_train")) == 2
+    # --continue_train adopts the saved architecture, so damage the file's weights instead.
+    path = tmp_path / "m" / "latest.pt"
+    state = load(path)
+    first = next(k for k, v in state["nets"]["netG"].items() if v.dim() == 4)
+    original = state["nets"]["netG"][first]
+    state["nets"]["netG"][first] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, path)
+    assert train.main(run_args(tmp_path, "m", *base, "--continue_train")) == 2
     err = capsys.readouterr().err
-    assert_one_line_error(err, "netG does not match this model", "different shapes",
-                          ".weight", " vs ", "--ngf")
+    assert_one_line_error(err, "netG does not match this model", "different shapes", first,
+                          " vs ", "--ngf")
+    state["nets"]["netG"][first] = original
+    torch.save(state, path)
     # trained without --train_rotate, resumed with it
     assert train.main(run_args(tmp_path, "m", *base, "--train_rotate", "--continue_train")) == 2
     assert_one_line_error(capsys.readouterr().err, "has no netD_rotate", "--train_rotate")
@@ -494,3 +503,16 @@ def test_eval_freq_logs_held_out_scores(tmp_path):
     tags = event_tags(tmp_path / "ev" / "logs")
     for key in ("eval/recon_psnr_mask", "eval/recon_psnr_mask_input", "eval/pose_err"):
         assert tags.get(key) == "scalar", sorted(tags)
+
+
+def test_continue_train_takes_the_architecture_from_the_checkpoint(tmp_path, capsys):
+    argv = run_args(tmp_path, "arch", "--model", "rotate", "--no_vgg_loss", "--max_iters", "1")
+    assert train.main(argv) == 0
+    # Resume with the architecture flags left out (and one contradicted): the checkpoint wins.
+    resume = ["--name", "arch", "--checkpoints_dir", str(tmp_path), "--continue_train",
+              "--no_vgg_loss", "--max_iters", "2", "--nThreads", "0", "--batchSize", "2",
+              "--ngf", "16"]
+    assert train.main(resume) == 0
+    captured = capsys.readouterr()
+    assert "--ngf 16 conflicts with the checkpoint's ngf=8; using the checkpoint's" in captured.err
+    assert load(tmp_path / "arch" / "latest.pt")["iteration"] == 2

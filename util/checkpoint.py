@@ -101,3 +101,19 @@ def set_rng_state(state: dict) -> None:
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+
+
+def adopt_options(opt, saved: dict, parser, keys) -> list[str]:
+    """Give ``opt`` the checkpoint's value of each option in ``keys`` (the options the saved
+    networks were built with), so a run can load it without repeating its flags. Returns a
+    warning for each value typed on the command line that the checkpoint overrides."""
+    warnings = []
+    for key in keys:
+        if key not in saved or not hasattr(opt, key) or getattr(opt, key) == saved[key]:
+            continue
+        mine = getattr(opt, key)
+        if mine != parser.get_default(key):
+            warnings.append(f"--{key} {mine} conflicts with the checkpoint's {key}="
+                            f"{saved[key]}; using the checkpoint's")
+        setattr(opt, key, saved[key])
+    return warnings
