@@ -742,16 +742,6 @@ def write_html(ev: Evaluation, report: dict, text: str):
 # ------------------------------------------------------------------------------ main
 
 
-def checkpoint_training_options(path: str) -> tuple[dict, int | None]:
-    """(options, iteration) a checkpoint was saved with (its tensors are memory-mapped,
-    not read)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # an old-format file cannot be mapped: read it
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    return dict(state.get("options", {})), state.get("iteration")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     options = EvalOptions()
@@ -771,11 +761,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "score the baselines with --mode render symmetry)")
             model, message = load_generator(opt, options.parser, device)
             print(message)
-            trained, iteration = checkpoint_training_options(ckpt)
-            # The generator's input must look like its training input.
-            gen_fill = bool(trained.get("symmetric_fill", opt.symmetric_fill))
-            opt.erode_kernel = int(trained.get("erode_kernel", opt.erode_kernel))
-            opt.background = str(trained.get("background", opt.background))
+            # load_generator gave opt the checkpoint's render settings (erode_kernel,
+            # background, symmetric_fill): the generator's input looks like its training input.
+            gen_fill, iteration = bool(opt.symmetric_fill), model.checkpoint_iteration
     except (OptionsError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

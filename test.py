@@ -76,6 +76,7 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
         raise CheckpointError(f"{path} holds no generator (netG)")
     load_net(model.netG, state["nets"]["netG"], "netG", path)
     model.eval().to(device)
+    model.checkpoint_iteration = state.get("iteration")
     return model, f"generator from {path} (iteration {state.get('iteration', '?')})"
 
 
