@@ -13,7 +13,10 @@ Prints images/s at SIZE x SIZE (default 256) for batch 1, 8 and 32 of
   textured renders) at batch 8, as pairs/s;
 
 and, for each, the time spent in ``rasterize`` alone, so rasteriser and renderer costs can
-be told apart. Median of ``--repeats`` timed runs after warm-up.
+be told apart, and the number of PyTorch operations (kernel launches, roughly) and host syncs
+one call makes. On CUDA the MediaPipe renders and the pairs are also timed replayed as CUDA
+graphs (models/networks/cuda_graph.py), after checking that the graph's output equals the
+eager one. Median of ``--repeats`` timed runs after warm-up.
 
     python benchmarks/render.py [--device auto|cpu|cuda] [--size 256] [--repeats 7]
 """
@@ -34,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.networks.cuda_graph import CudaGraphed  # noqa: E402
 from models.networks.rasterizer import rasterize  # noqa: E402
 from models.networks.render import (  # noqa: E402
     FaceMesh,
@@ -167,19 +171,75 @@ def spread(n: int) -> list[float]:
     return np.linspace(-60, 60, n).tolist() if n > 1 else [30.0]
 
 
+def count_ops(fn) -> tuple[int, int]:
+    """(operations that launch work, host syncs) of one call of ``fn``: dispatched ATen ops
+    other than views, and the ops that make the host wait for the device (reading a value:
+    .item()/int()/.tolist(), or nonzero, whose output size is data-dependent)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    views = {"view", "_unsafe_view", "select", "slice", "unsqueeze", "squeeze", "t",
+             "transpose", "permute", "expand", "unbind", "split", "alias", "detach",
+             "lift_fresh", "view_as_real", "as_strided"}
+    syncs = {"_local_scalar_dense", "nonzero", "_to_copy_to_host"}
+
+    class Count(TorchDispatchMode):
+        ops = host = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = func.overloadpacket.__name__
+            if name == "_to_copy" and args[0].device.type != "cpu" \
+                    and torch.device(kwargs.get("device", args[0].device)).type == "cpu":
+                name = "_to_copy_to_host"
+            Count.ops += name not in views
+            Count.host += name in syncs
+            return func(*args, **kwargs)
+
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(t):  # not dispatched on CPU tensors
+        Count.host += 1
+        return tolist(t)
+
+    torch.Tensor.tolist = counted_tolist
+    try:
+        with Count():
+            fn()
+    finally:
+        torch.Tensor.tolist = tolist
+    return Count.ops, Count.host
+
+
+def _as_dict(rendered):
+    return dict(image=rendered.image, mask=rendered.mask, hidden=rendered.hidden,
+                filled=rendered.filled)
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a if a[k] is not None)
+
+
 # ------------------------------------------------------------------------------ benchmarks
-def bench_render(name, image, src, dst_of_batch, mesh, timer, size, device, target):
+def bench_render(name, image, src, dst_of_batch, mesh, timer, size, device, target,
+                 graphs=False):
     for batch in BATCHES:
         img = image.expand(batch, -1, -1, -1).contiguous().to(device)
         s = src.expand(batch, -1, -1).contiguous().to(device)
         d = dst_of_batch(batch).to(device)
         t_all = timer(lambda img=img, s=s, d=d: render_textured(img, s, d, mesh))
         t_ras = timer(lambda d=d: rasterize(d, mesh.triangles, size, size))
+        ops, host = count_ops(lambda img=img, s=s, d=d: render_textured(img, s, d, mesh))
         print(f"{name:10s} batch {batch:3d}: {batch / t_all:9.1f} images/s "
-              + _split(t_all, t_ras) + _verdict(batch, batch / t_all, target))
+              + _split(t_all, t_ras) + f" [{ops} ops, {host} syncs]"
+              + _verdict(batch, batch / t_all, target))
+        if graphs:
+            fn = CudaGraphed(lambda img, s, d: _as_dict(render_textured(img, s, d, mesh)))
+            _graphed(f"{name} batch {batch:3d}, CUDA graph", fn, (img, s, d),
+                     _as_dict(render_textured(img, s, d, mesh)), timer, batch, "images/s",
+                     target)
 
 
-def bench_pairs(name, face, mesh, timer, size, device, batch, target):
+def bench_pairs(name, face, mesh, timer, size, device, batch, target, graphs=False):
     image, verts, rotation, scale, translation, yaw, pitch = face
     rep = lambda t: t.expand(batch, *t.shape[1:]).contiguous().to(device)  # noqa: E731
     args = [rep(t) for t in (image, verts, rotation, scale, translation)]
@@ -190,8 +250,28 @@ def bench_pairs(name, face, mesh, timer, size, device, batch, target):
     t_pair = timer(lambda: training_pair(*args, yaw_b, pitch_b, mesh))
     verts_b = rotate_vertices(*args[1:], yaw_b, pitch_b)
     t_ras = timer(lambda: rasterize(verts_b, mesh.triangles, size, size))
+    ops, host = count_ops(lambda: training_pair(*args, yaw_b, pitch_b, mesh))
     print(f"{name:10s} batch {batch:3d}: {batch / t_pair:9.1f} pairs/s  "
-          + _split(t_pair, t_ras) + _verdict(batch, batch / t_pair, target))
+          + _split(t_pair, t_ras) + f" [{ops} ops, {host} syncs]"
+          + _verdict(batch, batch / t_pair, target))
+    if graphs:
+        fn = CudaGraphed(lambda *a: training_pair(*a, mesh))
+        _graphed(f"{name} batch {batch:3d}, CUDA graph", fn, (*args, yaw_b, pitch_b),
+                 training_pair(*args, yaw_b, pitch_b, mesh), timer, batch, "pairs/s", None)
+
+
+def _graphed(label, fn, args, eager, timer, batch, unit, target):
+    """Time a CudaGraphed function after checking it against the eager output."""
+    try:
+        first, replayed = fn(*args), fn(*args)  # eager recording, then a graph replay
+        same = _same(eager, first) and _same(eager, replayed)
+        t = timer(lambda: fn(*args))
+    except Exception as e:  # a failed capture must not lose the eager figures above
+        print(f"{label}: FAILED ({type(e).__name__}: {e})")
+        return
+    print(f"{label}: {batch / t:9.1f} {unit} ({1e3 * t:8.2f} ms/batch; "
+          f"{fn.captures} capture(s); output {'identical to eager' if same else 'DIFFERS'})"
+          + _verdict(batch, batch / t, target))
 
 
 def _split(total, raster):
@@ -250,7 +330,7 @@ def main(argv=None) -> int:
     print(f"\nrender_textured (rasterise target + source views, per-pixel texture), "
           f"MediaPipe mesh ({verts.shape[1]} vertices, {mesh.triangles.shape[0]} triangles):")
     bench_render("mediapipe", image, verts, mp_dst, mesh, timer, size, device,
-                 TARGET_GPU if gpu else TARGETS_CPU["mediapipe"])
+                 TARGET_GPU if gpu else TARGETS_CPU["mediapipe"], graphs=gpu)
 
     # (b) 3DDFA BFM mesh
     print("\nrender_textured, 3DDFA BFM mesh:")
@@ -270,7 +350,7 @@ def main(argv=None) -> int:
     print("\ntraining_pair (a->b->a: 2 rasterisations, 2 textured renders, 2 erosions), "
           "MediaPipe mesh:")
     bench_pairs("pairs", face, mesh, timer, size, device, 8,
-                None if gpu else TARGETS_CPU["pairs"])
+                None if gpu else TARGETS_CPU["pairs"], graphs=gpu)
     if not gpu:
         print(f"\n(at the end{_load()}: CPU figures are only comparable on an otherwise idle "
               "machine)")

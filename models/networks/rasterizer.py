@@ -59,11 +59,17 @@ syncs (to size its expansions).
 
 from __future__ import annotations
 
+import contextlib
+import math
+import weakref
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Fragments", "rasterize", "interpolate", "default_max_chunk_pixels"]
+__all__ = ["Fragments", "rasterize", "interpolate", "default_max_chunk_pixels",
+           "default_strategy", "STRATEGIES"]
+
+STRATEGIES = ("compact", "dense")
 
 # Fragments per step: ~50 bytes each at peak, plus ~300 bytes per triangle for chunk // 8
 # triangles. GPUs get bigger steps: fewer kernel launches and host syncs.
@@ -107,6 +113,11 @@ def default_max_chunk_pixels(device: torch.device | str) -> int:
     return _CHUNK_CPU if torch.device(device).type == "cpu" else _CHUNK_GPU
 
 
+def default_strategy(device: torch.device | str) -> str:
+    """``strategy`` used when None is given: "compact" on CPU, "dense" on other devices."""
+    return "compact" if torch.device(device).type == "cpu" else "dense"
+
+
 def _check_size(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"rasterize: {name} must be an int, got {type(value).__name__}")
@@ -141,13 +152,40 @@ def _validate(vertices, faces, height, width, max_chunk_pixels):
     faces = faces.to(device=vertices.device, dtype=torch.int64)
     if faces.shape[0] >= 1 << 31:
         raise ValueError("rasterize: at most 2**31 - 1 faces are supported")
-    if faces.numel():
-        lo, hi = torch.aminmax(faces)
-        lo, hi = int(lo), int(hi)  # the one host sync of validation
-        if lo < 0 or hi >= num_verts:
-            raise ValueError(f"rasterize: faces index out of range: values span [{lo}, {hi}] "
-                             f"but there are {num_verts} vertices")
+    _check_face_range("rasterize", faces, num_verts, "there are")
     return vertices, faces, height, width, max_chunk_pixels
+
+
+# id(faces) -> (weak reference, _version, min, max): a mesh's faces are range-checked once,
+# not on every call; the check is a host sync, which on a GPU costs more than the rest of a
+# small render. (Keyed by id: tensors compare elementwise, so they cannot be dict keys.)
+_FACE_RANGES: dict = {}
+
+
+def _check_face_range(caller: str, faces: torch.Tensor, num_verts: int, what: str):
+    if not faces.numel():
+        return
+    key = id(faces)
+    cached = _FACE_RANGES.get(key)
+    if cached is not None and cached[0]() is faces and cached[1] == faces._version:
+        lo, hi = cached[2:]
+    else:
+        lo, hi = (int(v) for v in torch.aminmax(faces))
+        ref = weakref.ref(faces, lambda _, key=key: _FACE_RANGES.pop(key, None))
+        _FACE_RANGES[key] = (ref, faces._version, lo, hi)
+    if lo < 0 or hi >= num_verts:
+        raise ValueError(f"{caller}: faces index out of range: values span [{lo}, {hi}] "
+                         f"but {what} {num_verts} vertices")
+
+
+def _check_strategy(caller: str, strategy, device) -> bool:
+    """True for the dense strategy."""
+    if strategy is None:
+        strategy = default_strategy(device)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"{caller}: strategy must be one of {', '.join(STRATEGIES)} or None, "
+                         f"got {strategy!r}")
+    return strategy == "dense"
 
 
 def _expand(counts, excl, incl, total, start, stop):
@@ -219,7 +257,7 @@ def _rotations(device):
 
 
 def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, width,
-                  cull_backfaces, chunk):
+                  cull_backfaces, chunk, dense):
     """Z-buffer faces ``[f0, f1)`` of images ``[b0, b1)`` into ``zbuf``."""
     device = zbuf.device
     nf = f1 - f0
@@ -243,20 +281,30 @@ def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, wid
     cmax = ((xi.amax(0) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(width - 1)
     rmax = ((yi.amax(0) - (_HALF + 1)) >> SUBPIXEL_BITS).clamp_max_(height - 1)
     keep = (cmax >= cmin) & (rmax >= rmin) & (xmin != _INVALID)
-    kept = keep.nonzero().squeeze(1)
-    if kept.numel() == 0:
-        return
-
-    x = _take(xi, kept).long()
-    y = _take(yi, kept).long()
+    if dense:
+        # No compaction (it would cost a host sync): triangles that draw nothing get no
+        # rows below, and the garbage the int64 work computes for them is never read.
+        kept = torch.arange(num_tris, device=device)
+        x, y = xi.long(), yi.long()
+        bbox = torch.stack([cmin, cmax, rmin, rmax]).long()
+        corners = vid
+    else:
+        kept = keep.nonzero().squeeze(1)
+        if kept.numel() == 0:
+            return
+        x = _take(xi, kept).long()
+        y = _take(yi, kept).long()
+        bbox = _take(torch.stack([cmin, cmax, rmin, rmax]), kept).long()
+        corners = _take(vid, kept)
     area2 = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
-    if cull_backfaces:  # typically half the triangles: worth a compaction
+    if cull_backfaces and not dense:  # typically half the triangles: worth a compaction
         sel = (area2 < 0).nonzero().squeeze(1)
         if sel.numel() == 0:
             return
         kept, area2, x, y = kept[sel], area2[sel], _take(x, sel), _take(y, sel)
-    cmin, cmax, rmin, rmax = _take(torch.stack([cmin, cmax, rmin, rmax]), kept).long()
-    z = Z.index_select(0, _take(vid, kept).view(-1)).view(3, -1).double()
+        bbox, corners = _take(bbox, sel), _take(corners, sel)
+    cmin, cmax, rmin, rmax = bbox
+    z = Z.index_select(0, corners.reshape(-1)).view(3, -1).double()
     if b1 - b0 > 1:
         b_local = torch.div(kept, nf, rounding_mode="floor")
         face = kept - b_local * nf + f0
@@ -308,9 +356,43 @@ def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, wid
     ])
     del x, y, xs, ys, dx, dy, n0, colc, rowc, bias, sg
 
-    # Zero-area triangles (rare) get no rows rather than a compaction (and a host sync);
-    # their NaN depth planes are never read.
-    rows = (rmax - rmin + 1) * (area2 != 0)
+    # Triangles that draw nothing (zero area, and in the dense mode also empty boxes and
+    # culled faces) get no rows rather than a compaction; their depth planes are never read.
+    drawn = area2 != 0
+    if dense:
+        drawn &= keep if not cull_backfaces else keep & (area2 < 0)
+    rows = (rmax - rmin + 1) * drawn
+    if dense:
+        _dense_spans(zbuf, table, zplane, z_step, rows, cmax - cmin + 1, width, chunk)
+    else:
+        _compact_spans(zbuf, table, zplane, z_step, rows, width, chunk)
+
+
+def _span_columns(t, dr):
+    """First and last column (relative to the box) of each span's exact pixel run; the run
+    is empty when last < first. ``t``: the spans' rows of the triangle table."""
+    g = torch.div(t[0:3] * dr + t[3:6], t[6:9], rounding_mode="floor")
+    start = (g + t[9:12]).neg_().amax(0).clamp_min_(0)
+    stop = torch.minimum(_min3(g + t[12:15]), t[15])
+    return start, stop
+
+
+def _span_depth(zplane, z_step, k, start, dr):
+    """Depth at each span's first pixel (float64 plane, clamped finite) and its step."""
+    zp = _take(zplane, k)
+    span_z = (zp[0] + zp[1] * start.double() + zp[2] * dr.double())
+    return span_z.clamp_(-_FLT_MAX, _FLT_MAX).float(), z_step.index_select(0, k)
+
+
+def _fragment_keys(span_z, span_dz, span_face, sid, off):
+    """Packed z-buffer keys of fragments ``off`` pixels along spans ``sid``."""
+    depth = span_z.index_select(0, sid) + span_dz.index_select(0, sid) * off.float()
+    return _depth_key(depth) | span_face.index_select(0, sid)
+
+
+def _compact_spans(zbuf, table, zplane, z_step, rows, width, chunk):
+    """Enumerate exactly the covered fragments, compacting as it goes (host syncs size each
+    expansion)."""
     rows_incl = rows.cumsum(0)
     rows_excl = rows_incl - rows
     total_spans = int(rows_incl[-1])
@@ -319,9 +401,7 @@ def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, wid
         s1 = min(s0 + span_chunk, total_spans)
         k, dr = _expand(rows, rows_excl, rows_incl, total_spans, s0, s1)
         t = _take(table, k)
-        g = torch.div(t[0:3] * dr + t[3:6], t[6:9], rounding_mode="floor")
-        start = (g + t[9:12]).neg_().amax(0).clamp_min_(0)
-        stop = torch.minimum(_min3(g + t[12:15]), t[15])
+        start, stop = _span_columns(t, dr)
         length = (stop - start + 1).clamp_min_(0)
         len_incl = length.cumsum(0)
         total = int(len_incl[-1])
@@ -329,18 +409,125 @@ def _raster_chunk(zbuf, X, Y, Z, faces_t, b0, b1, f0, f1, num_verts, height, wid
             continue
         len_excl = len_incl - length
         span_pix = t[16] + dr * width + start
-        zp = _take(zplane, k)
-        span_z = (zp[0] + zp[1] * start.double() + zp[2] * dr.double())
-        span_z = span_z.clamp_(-_FLT_MAX, _FLT_MAX).float()
-        span_dz = z_step.index_select(0, k)
-        span_face = t[17]
+        span_z, span_dz = _span_depth(zplane, z_step, k, start, dr)
         for g0 in range(0, total, chunk):
-            g1 = min(g0 + chunk, total)
-            sid, off = _expand(length, len_excl, len_incl, total, g0, g1)
-            depth = span_z.index_select(0, sid) + span_dz.index_select(0, sid) * off.float()
-            key = _depth_key(depth) | span_face.index_select(0, sid)
-            pix = span_pix.index_select(0, sid) + off
+            sid, off = _expand(length, len_excl, len_incl, total, g0, min(g0 + chunk, total))
+            key = _fragment_keys(span_z, span_dz, t[17], sid, off)
+            zbuf.scatter_reduce_(0, span_pix.index_select(0, sid) + off, key, reduce="amin")
+
+
+def _slots(counts, incl, s0, s1):
+    """Slots ``[s0, s1)`` of the virtual list in which owner k appears counts[k] times (incl:
+    inclusive cumsum of counts): (owner, offset within the owner's run, valid). Fixed shapes
+    and no host sync; slots past the list's end are not valid (their owner is the last)."""
+    slot = torch.arange(s0, s1, device=counts.device)
+    owner = torch.searchsorted(incl, slot, right=True)
+    valid = owner < incl.shape[0]
+    owner.clamp_max_(incl.shape[0] - 1)
+    offset = slot - (incl.index_select(0, owner) - counts.index_select(0, owner))
+    return owner, offset, valid
+
+
+def _dense_spans(zbuf, table, zplane, z_step, rows, cols, width, chunk):
+    """Enumerate every box pixel of every span with fixed-shape kernels, masking those
+    outside the triangle. Sized by one host sync, or, under a :class:`SizingPlan` that is
+    replaying, by the plan (no sync at all, so the whole call can be captured in a graph)."""
+    rows_incl = rows.cumsum(0)
+    spans_wanted = rows_incl[-1]
+    padded_wanted = (rows * cols).sum()
+    span_chunk = max(1, chunk // 8)
+    plan = _ACTIVE_PLAN[-1] if _ACTIVE_PLAN else None
+    if plan is not None and plan.replaying:
+        num_spans, num_padded = plan._sizes_for_step(spans_wanted, padded_wanted)
+    else:
+        num_spans, num_padded = torch.stack([spans_wanted, padded_wanted]).tolist()
+        if plan is not None:
+            plan._note_sizes(num_spans, num_padded, span_chunk)
+    for s0 in range(0, num_spans, span_chunk):
+        s1 = min(s0 + span_chunk, num_spans)
+        k, dr, span_ok = _slots(rows, rows_incl, s0, s1)
+        t = _take(table, k)
+        start, stop = _span_columns(t, dr)
+        length = (t[15] + 1) * span_ok  # the whole box row
+        len_incl = length.cumsum(0)
+        total = num_padded if s1 - s0 == num_spans else int(len_incl[-1])
+        span_pix = t[16] + dr * width
+        span_z, span_dz = _span_depth(zplane, z_step, k, start, dr)
+        for g0 in range(0, total, chunk):
+            sid, col, ok = _slots(length, len_incl, g0, min(g0 + chunk, total))
+            off = col - start.index_select(0, sid)
+            ok &= (off >= 0) & (col <= stop.index_select(0, sid))
+            key = _fragment_keys(span_z, span_dz, t[17], sid, off).masked_fill_(~ok, _EMPTY)
+            pix = (span_pix.index_select(0, sid) + col).masked_fill_(~ok, 0)
             zbuf.scatter_reduce_(0, pix, key, reduce="amin")
+
+
+_ACTIVE_PLAN: list = []
+
+
+class SizingPlan:
+    """Fixed sizes for the dense rasteriser, so that a function of fixed input shapes runs
+    with no host sync and the same kernel shapes every time (as a CUDA graph needs).
+
+    Run the function once under ``with plan.recording():`` (the rasteriser syncs as usual
+    and notes how much work each of its steps needed), then under ``with plan.replay():``
+    as often as wanted: each step is sized from its recording times ``headroom`` (enough for
+    other inputs of similar geometry), and :meth:`overflowed` (a device bool tensor) says
+    afterwards whether any step needed more, in which case that run's output is incomplete
+    and the function should be re-recorded. Steps are matched by their order, which depends
+    only on the input shapes.
+    """
+
+    def __init__(self, headroom: float = 1.5):
+        if not headroom >= 1.0:
+            raise ValueError(f"SizingPlan: headroom must be >= 1, got {headroom!r}")
+        self.headroom = headroom
+        self.sizes: list[tuple[int, int]] = []
+        self.fits = True  # every step's work fits one span chunk (else replays overflow)
+        self.replaying = False
+        self._step = 0
+        self._flags: list[torch.Tensor] = []
+
+    def _note_sizes(self, num_spans: int, num_padded: int, span_chunk: int):
+        room = lambda n: max(16, math.ceil(n * self.headroom))  # noqa: E731
+        self.fits &= room(num_spans) <= span_chunk
+        self.sizes.append((min(room(num_spans), span_chunk), room(num_padded)))
+
+    def _sizes_for_step(self, spans_wanted, padded_wanted):
+        if self._step >= len(self.sizes):
+            raise RuntimeError("SizingPlan: more rasteriser steps than were recorded "
+                               "(did the input shapes change?)")
+        num_spans, num_padded = self.sizes[self._step]
+        self._step += 1
+        self._flags.append((spans_wanted > num_spans) | (padded_wanted > num_padded))
+        return num_spans, num_padded
+
+    @contextlib.contextmanager
+    def recording(self):
+        self.sizes, self.fits, self.replaying = [], True, False
+        with self._active():
+            yield self
+
+    @contextlib.contextmanager
+    def replay(self):
+        self.replaying, self._step, self._flags = True, 0, []
+        try:
+            with self._active():
+                yield self
+        finally:
+            self.replaying = False
+
+    @contextlib.contextmanager
+    def _active(self):
+        _ACTIVE_PLAN.append(self)
+        try:
+            yield
+        finally:
+            _ACTIVE_PLAN.pop()
+
+    def overflowed(self) -> torch.Tensor | bool:
+        """Whether the last replay ran out of room (a device tensor: reading it syncs)."""
+        return torch.stack(self._flags).any() if self._flags else False
 
 
 def _depth_key(depth: torch.Tensor) -> torch.Tensor:
@@ -358,8 +545,8 @@ def _key_depth(key: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-              cull_backfaces: bool = False,
-              max_chunk_pixels: int | None = None) -> Fragments:
+              cull_backfaces: bool = False, max_chunk_pixels: int | None = None,
+              strategy: str | None = None) -> Fragments:
     """Rasterise a batch of triangle meshes sharing one topology (see the module docstring).
 
     Args:
@@ -375,15 +562,19 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
             processed at once, which bounds temporary memory (~50 bytes per fragment,
             ~300 per triangle); it never changes the result. None (default):
             :func:`default_max_chunk_pixels` of the vertices' device.
+        strategy: "compact" or "dense" (same result, see the module docstring); None
+            (default): :func:`default_strategy` of the vertices' device.
 
     Returns:
         :class:`Fragments` on the vertices' device.
 
     Raises:
-        ValueError: on wrong shapes or dtypes, out-of-range face indices or bad sizes.
+        ValueError: on wrong shapes or dtypes, out-of-range face indices, bad sizes or a
+            bad strategy.
     """
     vertices, faces, height, width, max_chunk_pixels = _validate(
         vertices, faces, height, width, max_chunk_pixels)
+    dense = _check_strategy("rasterize", strategy, vertices.device)
     batch, num_verts = vertices.shape[:2]
     num_faces = faces.shape[0]
     zbuf = torch.full((batch * height * width,), _EMPTY, dtype=torch.int64,
@@ -399,8 +590,9 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
             for f0 in range(0, num_faces, face_step):
                 _raster_chunk(zbuf, X, Y, Z, faces_t, b0, min(b0 + images, batch), f0,
                               min(f0 + face_step, num_faces), num_verts, height, width,
-                              cull_backfaces, max_chunk_pixels)
-    return _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, max_chunk_pixels)
+                              cull_backfaces, max_chunk_pixels, dense)
+    return _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, max_chunk_pixels,
+                    dense)
 
 
 def _corner_ids(faces_t, face, image, num_verts):
@@ -411,16 +603,27 @@ def _corner_ids(faces_t, face, image, num_verts):
     return vid.view(3, -1) + image * num_verts
 
 
-def _covered_pixels(mask, height, width, chunk):
-    """Covered pixels of a (B, H, W) mask, in chunks of ~``chunk`` pixels (whole rows).
+def _covered_pixels(mask, height, width, chunk, dense):
+    """The pixels of a (B, H, W) mask to work on, in chunks of ~``chunk`` pixels (whole rows).
 
-    Yields (pix, image, row, col) int64 tensors: flat pixel index, batch image, row, column.
+    Yields (pix, image, row, col, covered) per chunk: int64 tensors of flat pixel index,
+    batch image, row and column, and ``covered`` the mask at those pixels. Compact: only the
+    covered pixels (``covered`` is None); dense: every pixel, with no host sync.
     """
     num_rows = mask.shape[0] * height
     if num_rows == 0 or width == 0:
         return
-    image_of_row = torch.arange(num_rows, device=mask.device) // height
     step = max(1, chunk // width)
+    if dense:
+        flat = mask.reshape(-1)
+        for p0 in range(0, flat.numel(), step * width):
+            p1 = min(p0 + step * width, flat.numel())
+            pix = torch.arange(p0, p1, device=mask.device)
+            grow = torch.div(pix, width, rounding_mode="floor")
+            image = torch.div(grow, height, rounding_mode="floor")
+            yield pix, image, grow - image * height, pix - grow * width, flat[p0:p1]
+        return
+    image_of_row = torch.arange(num_rows, device=mask.device) // height
     rows = mask.reshape(num_rows, width)
     for r0 in range(0, num_rows, step):
         grow, col = rows[r0:r0 + step].nonzero().t()
@@ -428,10 +631,10 @@ def _covered_pixels(mask, height, width, chunk):
             continue
         grow += r0
         image = image_of_row.index_select(0, grow)
-        yield grow * width + col, image, grow - image * height, col
+        yield grow * width + col, image, grow - image * height, col, None
 
 
-def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk) -> Fragments:
+def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk, dense) -> Fragments:
     """Decode the packed z-buffer; exact barycentrics of the winning faces."""
     shape = (batch, height, width)
     mask = zbuf != _EMPTY
@@ -439,9 +642,11 @@ def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk) -> Fra
     face_ids = (zbuf << 32) >> 32
     depth = torch.zeros(zbuf.shape[0], dtype=torch.float32, device=zbuf.device)
     bary = torch.zeros(zbuf.shape[0], 3, dtype=torch.float32, device=zbuf.device)
-    for pix, image, row, col in _covered_pixels(mask.view(shape), height, width, chunk):
+    for pix, image, row, col, covered in _covered_pixels(mask.view(shape), height, width,
+                                                         chunk, dense):
         keys = zbuf.index_select(0, pix)
-        depth.index_copy_(0, pix, _key_depth(keys))
+        if covered is not None:  # empty pixels: face 0 at depth 0 keeps the arithmetic sane
+            keys = keys.masked_fill(~covered, 0)
         vid = _corner_ids(faces_t, keys & _LOW32, image, num_verts).view(-1)
         x = X.index_select(0, vid).view(3, -1)
         y = Y.index_select(0, vid).view(3, -1)
@@ -454,14 +659,19 @@ def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk) -> Fra
              - (y[e] - y[s]).double() * (px - x[s]).double()
              for s, e in ((1, 2), (2, 0), (0, 1))]
         inv_area2 = 1.0 / (n[0] + n[1] + n[2])
-        bary.index_copy_(0, pix, torch.stack([(v * inv_area2).float() for v in n], 1))
+        weights = torch.stack([(v * inv_area2).float() for v in n], 1)
+        if covered is not None:
+            weights = weights.masked_fill_(~covered[:, None], 0.0)
+        bary.index_copy_(0, pix, weights)
+        depth.index_copy_(0, pix, _key_depth(keys))
     return Fragments(face_ids=face_ids.view(shape), bary=bary.view(*shape, 3),
                      depth=depth.view(shape), mask=mask.view(shape))
 
 
 @torch.no_grad()
 def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.Tensor,
-                max_chunk_pixels: int | None = None) -> torch.Tensor:
+                max_chunk_pixels: int | None = None,
+                strategy: str | None = None) -> torch.Tensor:
     """Barycentric interpolation of per-vertex attributes at every covered pixel.
 
     Args:
@@ -470,12 +680,14 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.T
         vertex_attrs: (B, V, C) float attributes, or (V, C) shared by the whole batch.
         max_chunk_pixels: covered pixels processed at once, bounding temporary memory;
             None: :func:`default_max_chunk_pixels` of the device.
+        strategy: as for :func:`rasterize` (same result either way).
 
     Returns:
         (B, H, W, C) tensor of ``vertex_attrs``'s dtype (at least float32), 0 where empty.
 
     Raises:
-        ValueError: on wrong shapes or dtypes, or faces out of range for ``vertex_attrs``.
+        ValueError: on wrong shapes or dtypes, faces out of range for ``vertex_attrs``, or a
+            bad strategy.
     """
     if not isinstance(vertex_attrs, torch.Tensor) or not isinstance(faces, torch.Tensor):
         raise ValueError("interpolate: faces and vertex_attrs must be torch.Tensors")
@@ -493,12 +705,9 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.T
                          f"got {tuple(faces.shape)} {faces.dtype}")
     num_verts, channels = vertex_attrs.shape[-2:]
     device = fragments.face_ids.device
+    dense = _check_strategy("interpolate", strategy, device)
     faces = faces.to(device=device, dtype=torch.int64)
-    if faces.numel():
-        lo, hi = (int(v) for v in torch.aminmax(faces))
-        if lo < 0 or hi >= num_verts:
-            raise ValueError(f"interpolate: faces index out of range: values span [{lo}, {hi}] "
-                             f"but vertex_attrs has {num_verts} vertices")
+    _check_face_range("interpolate", faces, num_verts, "vertex_attrs has")
     dtype = torch.promote_types(vertex_attrs.dtype, torch.float32)
     out = torch.zeros(batch * height * width, channels, dtype=dtype, device=device)
     if channels == 0:
@@ -509,12 +718,17 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.T
     bary = fragments.bary.reshape(-1, 3)
     if max_chunk_pixels is None:
         max_chunk_pixels = default_max_chunk_pixels(device)
-    for pix, image, _, _ in _covered_pixels(fragments.mask, height, width, max_chunk_pixels):
-        vid = _corner_ids(faces_t, face_ids.index_select(0, pix), image,
-                          0 if shared else num_verts)
+    for pix, image, _, _, covered in _covered_pixels(fragments.mask, height, width,
+                                                     max_chunk_pixels, dense):
+        face = face_ids.index_select(0, pix)
+        if covered is not None:
+            face = face.clamp_min_(0)
+        vid = _corner_ids(faces_t, face, image, 0 if shared else num_verts)
         w = bary.index_select(0, pix).to(dtype).t().unsqueeze(2)
         val = attrs.index_select(0, vid[0]) * w[0]
         val += attrs.index_select(0, vid[1]) * w[1]
         val += attrs.index_select(0, vid[2]) * w[2]
+        if covered is not None:
+            val = val.masked_fill_(~covered[:, None], 0.0)
         out.index_copy_(0, pix, val)
     return out.view(batch, height, width, channels)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from face3d.pose import euler_to_matrix
+from models.networks import rasterizer
 from models.networks.rasterizer import Fragments, rasterize
 
 
@@ -107,48 +108,70 @@ def _sample(image, xy):
 
 
 class _Covered:
-    """The pixels a view covers, flattened, so that per-pixel work is done there only (a
-    third of a typical crop): per-vertex attributes are interpolated with the same
-    arithmetic as ``rasterizer.interpolate`` (so to the same values), images are sampled
-    with ``grid_sample`` on a packed grid (each image's covered pixels in a row of ``width``
-    slots) and results are scattered back into (B, ., H, W) images."""
+    """The pixels of a view to do per-pixel work on, flattened: per-vertex attributes are
+    interpolated there with the same arithmetic as ``rasterizer.interpolate`` (so to the
+    same values), images are sampled there with ``grid_sample``, and results are scattered
+    back into (B, ., H, W) images.
+
+    Two strategies, as in the rasteriser (``rasterizer.default_strategy``). Compact (CPU):
+    only the covered pixels (a third of a typical crop), sampled on a packed grid in which
+    each image's covered pixels fill a row of ``width`` slots. Dense (GPU): every pixel, so
+    that nothing waits for the host to learn how many pixels are covered; the values at
+    uncovered pixels are computed and then zeroed."""
 
     def __init__(self, frags: Fragments, tri, num_verts: int):
         B, H, W = frags.face_ids.shape
         self.shape = (B, H, W)
-        self.pix = frags.mask.view(-1).nonzero().squeeze(1)
+        device = frags.face_ids.device
+        self.dense = rasterizer.default_strategy(device) == "dense"
+        if self.dense:
+            self.pix = torch.arange(B * H * W, device=device)
+            self.covered = frags.mask.view(-1)
+            faces = frags.face_ids.view(-1).clamp_min(0)
+            self.bary = frags.bary.view(-1, 3)
+        else:
+            self.pix = frags.mask.view(-1).nonzero().squeeze(1)
+            # (index_select: the same gather as tensor[index], several times faster on CPU)
+            faces = frags.face_ids.view(-1).index_select(0, self.pix)
+            self.bary = frags.bary.view(-1, 3).index_select(0, self.pix)
         self.batch = torch.div(self.pix, H * W, rounding_mode="floor")
-        # (index_select: the same gather as tensor[index], several times faster on CPU)
-        faces = frags.face_ids.view(-1).index_select(0, self.pix)
         tri = tri.to(faces.device)
         self.corners = tri.index_select(0, faces) + (self.batch * num_verts)[:, None]
-        self.bary = frags.bary.view(-1, 3).index_select(0, self.pix)
-        counts = torch.bincount(self.batch, minlength=B)
-        self.width = max(int(counts.max()), 1) if B else 1
-        first = counts.cumsum(0) - counts
-        self.slot = (torch.arange(self.pix.numel(), device=self.pix.device)
-                     - first[self.batch] + self.batch * self.width)
+        if not self.dense:
+            counts = torch.bincount(self.batch, minlength=B)
+            self.width = max(int(counts.max()), 1) if B else 1
+            first = counts.cumsum(0) - counts
+            self.slot = (torch.arange(self.pix.numel(), device=self.pix.device)
+                         - first[self.batch] + self.batch * self.width)
 
     def at(self, attrs):
-        """(B, V, C) per-vertex attributes -> (P, C) at the covered pixels."""
+        """(B, V, C) per-vertex attributes -> (P, C) at the pixels."""
         a = attrs.reshape(-1, attrs.shape[-1]).to(torch.promote_types(attrs.dtype, torch.float32))
         g = a.index_select(0, self.corners.view(-1)).view(-1, 3, a.shape[1])
         w = self.bary.to(a.dtype)
         return g[:, 0] * w[:, 0:1] + g[:, 1] * w[:, 1:2] + g[:, 2] * w[:, 2:3]
 
     def sample(self, image, xy):
-        """(P, C) bilinear samples of each covered pixel's own image (B, C, H, W) at the
-        pixel coordinates ``xy`` (P, 2)."""
+        """(P, C) bilinear samples of each pixel's own image (B, C, H, W) at the pixel
+        coordinates ``xy`` (P, 2)."""
         B, C, H, W = image.shape
-        grid = image.new_zeros(B * self.width, 2)
-        grid[self.slot] = _grid(xy.to(image.dtype), H, W)
-        out = F.grid_sample(image, grid.view(B, 1, self.width, 2), mode="bilinear",
+        grid = _grid(xy.to(image.dtype), H, W)
+        if self.dense:
+            out = F.grid_sample(image, grid.view(B, 1, -1, 2), mode="bilinear",
+                                padding_mode="border", align_corners=False)
+            return out.view(B, C, -1).transpose(1, 2).reshape(-1, C)
+        packed = image.new_zeros(B * self.width, 2)
+        packed[self.slot] = grid
+        out = F.grid_sample(image, packed.view(B, 1, self.width, 2), mode="bilinear",
                             padding_mode="border", align_corners=False)
         return out.view(B, C, self.width).transpose(1, 2).reshape(-1, C).index_select(0, self.slot)
 
     def image(self, values):
         """(P, C) -> (B, C, H, W), zero at the pixels not covered."""
         B, H, W = self.shape
+        if self.dense:
+            values = values.masked_fill(~self.covered[:, None], 0)
+            return values.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
         out = values.new_zeros(B, values.shape[1], H * W)
         out[self.batch, :, self.pix - self.batch * (H * W)] = values
         return out.view(B, -1, H, W)
