@@ -1,4 +1,8 @@
-"""Tests of models/networks/rasterizer.py: coverage rule, z-buffer, barycentrics, edge cases."""
+"""Tests of models/networks/rasterizer.py: coverage rule, z-buffer, barycentrics, edge cases.
+
+Every test runs with both strategies (compact, the CPU's default, and dense, the GPU's),
+selected through ``default_strategy``; the strategy-specific tests come at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,16 @@ import math
 
 import pytest
 import torch
+from helpers import HostSyncs
 
-from models.networks.rasterizer import Fragments, interpolate, rasterize
+from models.networks import rasterizer
+from models.networks.rasterizer import STRATEGIES, Fragments, SizingPlan, interpolate, rasterize
+
+
+@pytest.fixture(autouse=True, params=STRATEGIES)
+def strategy(request, monkeypatch):
+    monkeypatch.setattr(rasterizer, "default_strategy", lambda device: request.param)
+    return request.param
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -464,6 +476,8 @@ def test_other_vertex_and_face_dtypes():
     (lambda v, f: rasterize(v, f, -1, 8), "height"),
     (lambda v, f: rasterize(v, f, 8, 8.0), "width"),
     (lambda v, f: rasterize(v, f, 8, 8, max_chunk_pixels=0), "max_chunk_pixels"),
+    (lambda v, f: rasterize(v, f, 8, 8, strategy="fast"), "strategy must be one of"),
+    (lambda v, f: interpolate(rasterize(v, f, 8, 8), f, v, strategy=""), "strategy"),
     (lambda v, f: rasterize(v.tolist(), f, 8, 8), "torch.Tensor"),
     (lambda v, f: interpolate(rasterize(v, f, 8, 8), f, torch.zeros(2, 3, 1)), "vertex_attrs"),
     (lambda v, f: interpolate(rasterize(v, f, 8, 8), f, torch.zeros(3, 1, dtype=torch.long)),
@@ -493,6 +507,9 @@ def test_cuda_matches_cpu():
         for kw in ({}, {"cull_backfaces": True}, {"max_chunk_pixels": 4096}):
             cpu = rasterize(verts, faces, height, width, **kw)
             gpu = rasterize(verts.cuda(), faces.cuda(), height, width, **kw)
+            other = "compact" if rasterizer.default_strategy("cuda") == "dense" else "dense"
+            assert torch.equal(rasterize(verts.cuda(), faces.cuda(), height, width,
+                                         strategy=other, **kw).face_ids, gpu.face_ids)
             assert gpu.face_ids.is_cuda
             assert torch.equal(gpu.face_ids.cpu(), cpu.face_ids)
             assert torch.equal(gpu.mask.cpu(), cpu.mask)
@@ -502,3 +519,101 @@ def test_cuda_matches_cpu():
             torch.testing.assert_close(
                 interpolate(gpu, faces.cuda(), attrs.cuda()).cpu(),
                 interpolate(cpu, faces, attrs), rtol=1e-6, atol=1e-5)
+
+
+# ------------------------------------------------------------------- strategies and plans
+def sloped_mesh(seed, batch=2, num_verts=200, num_faces=400, height=40, width=56):
+    gen = torch.Generator().manual_seed(seed)
+    verts = []
+    for _ in range(batch):
+        v, faces = random_mesh(gen, num_verts, num_faces, height, width, margin=8.0)
+        v[:, 2] = torch.rand(num_verts, generator=gen) * 20 - 10
+        verts.append(v)
+    gen = torch.Generator().manual_seed(seed)  # same faces for every image
+    faces = random_mesh(gen, num_verts, num_faces, height, width)[1]
+    return torch.stack(verts), faces, height, width
+
+
+def assert_same_fragments(a, b):
+    for name in ("face_ids", "bary", "depth", "mask"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("kw", [{}, {"cull_backfaces": True}, {"max_chunk_pixels": 300},
+                                {"max_chunk_pixels": 5000, "cull_backfaces": True}])
+def test_strategies_give_identical_fragments(kw):
+    for seed in range(3):
+        verts, faces, height, width = sloped_mesh(seed)
+        compact = rasterize(verts, faces, height, width, strategy="compact", **kw)
+        dense = rasterize(verts, faces, height, width, strategy="dense", **kw)
+        assert_same_fragments(compact, dense)
+        attrs = torch.randn(verts.shape[0], verts.shape[1], 5)
+        chunk = kw.get("max_chunk_pixels")
+        assert torch.equal(
+            interpolate(compact, faces, attrs, max_chunk_pixels=chunk, strategy="compact"),
+            interpolate(compact, faces, attrs, max_chunk_pixels=chunk, strategy="dense"))
+
+
+def test_dense_strategy_syncs_once_per_rasterize_and_never_to_interpolate(monkeypatch):
+    verts, faces, height, width = sloped_mesh(4)
+    rasterize(verts, faces, height, width)  # the faces' range check happens once
+    with HostSyncs(monkeypatch) as syncs:
+        frags = rasterize(verts, faces, height, width, strategy="dense")
+    assert syncs.count == 1
+    interpolate(frags, faces, verts)
+    with HostSyncs(monkeypatch) as syncs:
+        interpolate(frags, faces, verts, strategy="dense")
+    assert syncs.count == 0
+
+
+def test_face_range_check_sees_in_place_changes():
+    verts, faces, height, width = sloped_mesh(5)
+    faces = faces.clone()
+    rasterize(verts, faces, height, width)
+    faces[3, 1] = verts.shape[1]  # the cached check must not hide this
+    with pytest.raises(ValueError, match="out of range"):
+        rasterize(verts, faces, height, width)
+    with pytest.raises(ValueError, match="out of range"):
+        interpolate(rasterize(verts, faces[:3], height, width), faces, verts)
+
+
+def test_sizing_plan_replays_without_syncs_and_reports_overflow(monkeypatch):
+    verts, faces, height, width = sloped_mesh(6)
+    expected = rasterize(verts, faces, height, width, strategy="compact")
+    plan = SizingPlan(headroom=1.25)
+    with plan.recording():
+        recorded = rasterize(verts, faces, height, width, strategy="dense")
+    assert_same_fragments(recorded, expected)
+    assert plan.fits and len(plan.sizes) == 1
+    with HostSyncs(monkeypatch) as syncs, plan.replay():
+        replayed = rasterize(verts, faces, height, width, strategy="dense")
+        flag = plan.overflowed()
+    assert syncs.count == 0
+    assert_same_fragments(replayed, expected)
+    assert not bool(flag)
+    # Slightly different geometry fits in the headroom and is still exact.
+    nudged = verts * 0.97 + 0.4
+    with plan.replay():
+        got = rasterize(nudged, faces, height, width, strategy="dense")
+        assert not bool(plan.overflowed())
+    assert_same_fragments(got, rasterize(nudged, faces, height, width, strategy="compact"))
+    # Much bigger triangles need more room than recorded: the flag says so.
+    grown = verts.clone()
+    grown[..., :2] = (verts[..., :2] - 20) * 3 + 20
+    with plan.replay():
+        rasterize(grown, faces, height, width, strategy="dense")
+        assert bool(plan.overflowed())
+    with pytest.raises(RuntimeError, match="more rasteriser steps"), plan.replay():
+        rasterize(verts, faces, height, width, strategy="dense")
+        rasterize(verts, faces, height, width, strategy="dense")
+
+
+def test_sizing_plan_rejects_work_too_big_for_one_step():
+    verts, faces, height, width = sloped_mesh(7)
+    plan = SizingPlan()
+    with plan.recording():
+        got = rasterize(verts, faces, height, width, strategy="dense", max_chunk_pixels=64)
+    assert not plan.fits  # the span pass needed several chunks: replays would overflow
+    assert_same_fragments(got, rasterize(verts, faces, height, width, strategy="compact"))
+    with pytest.raises(ValueError, match="headroom"):
+        SizingPlan(headroom=0.5)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import HostSyncs
 
 from face3d.pose import euler_to_matrix, matrix_to_euler, similarity_align
 from face3d.topology import load_topology
@@ -508,3 +509,84 @@ def test_cpu_and_cuda_agree(faces, mesh):
     assert (rc.image - rg.image.cpu()).abs().mean() < 1e-4
     for k in ("input", "rotated", "mask", "mask_b"):
         assert (cpu[k] - gpu[k].cpu()).abs().mean() < 1e-3, k
+
+
+# ------------------------------------------------------------- strategies and CUDA graphs
+def _pair_args(faces_):
+    b = _batch(_three(faces_))
+    args = [b[k] for k in ("image", "vertices", "rotation", "scale", "translation")]
+    return args + [torch.tensor([45.0, -50.0, 25.0]), b["pitch"]]
+
+
+def test_dense_strategy_renders_identically(faces, mesh, monkeypatch):
+    from models.networks import rasterizer
+
+    args = _pair_args(faces)
+    compact = training_pair(*args, mesh, symmetric_fill=True)
+    view_c = rotated_view(*args, mesh, erode_kernel=5, per_vertex=True)
+    monkeypatch.setattr(rasterizer, "default_strategy", lambda device: "dense")
+    dense = training_pair(*args, mesh, symmetric_fill=True)
+    view_d = rotated_view(*args, mesh, erode_kernel=5, per_vertex=True)
+    for k in compact:
+        if compact[k] is not None:
+            assert torch.equal(compact[k], dense[k]), k
+    for k in view_c:
+        assert torch.equal(view_c[k], view_d[k]), k
+
+
+def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(faces, mesh,
+                                                                      monkeypatch):
+    """What a CUDA graph needs of the whole pair: fixed sizes and no host sync."""
+    from models.networks import rasterizer
+    from models.networks.rasterizer import SizingPlan
+
+    monkeypatch.setattr(rasterizer, "default_strategy", lambda device: "dense")
+    args = _pair_args(faces)
+    plan = SizingPlan()
+    with plan.recording():
+        recorded = training_pair(*args, mesh)
+    assert plan.fits and len(plan.sizes) == 2  # the views at a and at b
+    with HostSyncs(monkeypatch) as syncs, plan.replay():
+        replayed = training_pair(*args, mesh)
+    assert syncs.count == 0
+    assert not bool(plan.overflowed())
+    for k in recorded:
+        if recorded[k] is not None:
+            assert torch.equal(recorded[k], replayed[k]), k
+
+
+def test_cuda_graphed_runs_eagerly_off_cuda_and_checks_its_arguments():
+    from models.networks.cuda_graph import CudaGraphed
+
+    fn = CudaGraphed(lambda x, y: {"sum": x + y, "none": None, "pair": (x, y * 2)})
+    out = fn(torch.ones(2), torch.full((2,), 3.0))
+    assert torch.equal(out["sum"], torch.full((2,), 4.0)) and out["none"] is None
+    assert fn.captures == 0
+    with pytest.raises(TypeError, match="tensors only"):
+        fn(torch.ones(2), 3.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_graph_replays_the_eager_render_and_recaptures_when_it_outgrows(faces):
+    from models.networks.cuda_graph import CudaGraphed
+
+    gpu_mesh = FaceMesh.mediapipe(device="cuda")
+    args = [a.cuda() for a in _pair_args(faces)]
+    graphed = CudaGraphed(lambda *a: training_pair(*a, gpu_mesh, symmetric_fill=True))
+    eager = training_pair(*args, gpu_mesh, symmetric_fill=True)
+    for _ in range(3):  # recording, then replays
+        got = graphed(*args)
+        for k in eager:
+            if eager[k] is not None:
+                assert torch.equal(got[k], eager[k]), k
+    assert graphed.captures == 1
+    # A much bigger face (same shapes) overflows the plan: re-run eagerly, re-captured.
+    big = list(args)
+    big[3] = args[3] * 1.8  # scale
+    big[1] = (args[1] - args[4][:, None]) * 1.8 + args[4][:, None]
+    want = training_pair(*big, gpu_mesh, symmetric_fill=True)
+    got = graphed(*big)
+    assert graphed.captures == 2
+    for k in want:
+        if want[k] is not None:
+            assert torch.equal(got[k], want[k]), k

@@ -53,8 +53,21 @@ missed. Fragments get their depth from the triangle's depth plane and are z-buff
 ``scatter_reduce``; the winners' barycentrics are then computed per covered pixel.
 Triangles, spans and fragments are processed in chunks bounded by ``max_chunk_pixels``, so a
 triangle covering a huge image or a big batch does not blow memory, and the chunking never
-changes the result. On a GPU everything runs as batched kernels; each chunk costs a few host
-syncs (to size its expansions).
+changes the result.
+
+Strategies (``strategy=``; both give bit-identical results, tested):
+
+* **compact** (the CPU default) keeps only what is needed at each stage: the triangles that
+  can cover a pixel, each span's exact pixel run, the covered pixels when resolving. Each
+  compaction sizes its output with a host sync, which costs nothing on a CPU.
+* **dense** (the default on other devices) never compacts: triangles that draw nothing get
+  no rows, every span is enumerated over its whole bounding-box row with the pixels outside
+  the triangle masked, and every pixel is resolved. About 2x the arithmetic, but all
+  kernels have shapes known in advance: one host sync per call sizes the two expansions,
+  and under a :class:`SizingPlan` (fixed sizes with headroom and an overflow flag) none, so
+  a whole render can be captured and replayed as a CUDA graph
+  (models/networks/cuda_graph.py). On a GPU, small renders are bound by kernel launches
+  and syncs, not arithmetic.
 """
 
 from __future__ import annotations
@@ -603,15 +616,16 @@ def _corner_ids(faces_t, face, image, num_verts):
     return vid.view(3, -1) + image * num_verts
 
 
-def _covered_pixels(mask, height, width, chunk, dense):
+def _covered_pixels(mask, height, width, chunk, dense, num_faces):
     """The pixels of a (B, H, W) mask to work on, in chunks of ~``chunk`` pixels (whole rows).
 
     Yields (pix, image, row, col, covered) per chunk: int64 tensors of flat pixel index,
     batch image, row and column, and ``covered`` the mask at those pixels. Compact: only the
-    covered pixels (``covered`` is None); dense: every pixel, with no host sync.
+    covered pixels (``covered`` is None); dense: every pixel, with no host sync. Nothing
+    when the mesh has no faces (no pixel is covered).
     """
     num_rows = mask.shape[0] * height
-    if num_rows == 0 or width == 0:
+    if num_rows == 0 or width == 0 or num_faces == 0:
         return
     step = max(1, chunk // width)
     if dense:
@@ -643,7 +657,7 @@ def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk, dense)
     depth = torch.zeros(zbuf.shape[0], dtype=torch.float32, device=zbuf.device)
     bary = torch.zeros(zbuf.shape[0], 3, dtype=torch.float32, device=zbuf.device)
     for pix, image, row, col, covered in _covered_pixels(mask.view(shape), height, width,
-                                                         chunk, dense):
+                                                         chunk, dense, faces_t.shape[1]):
         keys = zbuf.index_select(0, pix)
         if covered is not None:  # empty pixels: face 0 at depth 0 keeps the arithmetic sane
             keys = keys.masked_fill(~covered, 0)
@@ -719,7 +733,7 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.T
     if max_chunk_pixels is None:
         max_chunk_pixels = default_max_chunk_pixels(device)
     for pix, image, _, _, covered in _covered_pixels(fragments.mask, height, width,
-                                                     max_chunk_pixels, dense):
+                                                     max_chunk_pixels, dense, faces.shape[0]):
         face = face_ids.index_select(0, pix)
         if covered is not None:
             face = face.clamp_min_(0)
