@@ -668,7 +668,8 @@ def _resolve(zbuf, X, Y, faces_t, batch, num_verts, height, width, chunk, dense)
         py = (row * _ONE + _HALF).int()
         # n_i: edge function of the edge opposite vertex i at the pixel centre; n_i / A2 is
         # the barycentric weight of vertex i. Differences are exact in int32 (< 2**30);
-        # the products are done in float64, exact to ~1e-16 relative.
+        # the products are done in float64, exact to ~1e-16 relative. (Row by row: on a
+        # CPU, int32 rows are several times faster than whole (3, P) float64 tensors.)
         n = [(x[e] - x[s]).double() * (py - y[s]).double()
              - (y[e] - y[s]).double() * (px - x[s]).double()
              for s, e in ((1, 2), (2, 0), (0, 1))]

@@ -177,6 +177,16 @@ class _Covered:
         return out.view(B, -1, H, W)
 
 
+def rasterize_views(triangles, height, width, *views):
+    """Fragments of several (B, V, 3) views of the same meshes, rasterised in one call (the
+    images of a batch are independent, so this equals one call per view, with half the
+    kernel launches for two views)."""
+    frags = rasterize(torch.cat(views), triangles, height, width)
+    bounds = np.cumsum([0] + [v.shape[0] for v in views])
+    return [Fragments(**{k: v[a:b] for k, v in vars(frags).items()})
+            for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def _visible_in(src: Fragments, batch, point, tol):
     """Is each surface point (P, 3: x, y, z in the source view, of image ``batch``) seen in
     the source view? It is when, at any of the 4 pixels around it (the footprint of the
@@ -186,14 +196,12 @@ def _visible_in(src: Fragments, batch, point, tol):
     x0 = (point[:, 0] - 0.5).floor().long()
     y0 = (point[:, 1] - 0.5).floor().long()
     z = point[:, 2] - tol.index_select(0, batch)
-    mask, depth = src.mask.view(-1), src.depth.view(-1)
-    seen = torch.zeros_like(z, dtype=torch.bool)
-    for dy in (0, 1):
-        iy = (y0 + dy).clamp(0, H - 1)
-        for dx in (0, 1):
-            at = (batch * H + iy) * W + (x0 + dx).clamp(0, W - 1)
-            seen |= mask.index_select(0, at) & (z <= depth.index_select(0, at))
-    return seen
+    cols = torch.stack([x0, x0 + 1]).clamp_(0, W - 1)
+    rows = (torch.stack([y0, y0 + 1]).clamp_(0, H - 1) + batch * H) * W
+    at = (rows[:, None] + cols[None]).view(-1)  # the 4 pixels, as 4 rows of P
+    covered = src.mask.view(-1).index_select(0, at).view(4, -1)
+    nearest = src.depth.view(-1).index_select(0, at).view(4, -1)
+    return (covered & (z <= nearest)).any(0)
 
 
 def depth_tolerance(vertices):
@@ -214,8 +222,11 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
         raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
-    dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
-    src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
+    if dst_fragments is None and src_fragments is None:
+        dst, src = rasterize_views(tri, H, W, dst_vertices, src_vertices)
+    else:
+        dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
+        src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
     tol = depth_tolerance(src_vertices)
     cov = _Covered(dst, tri, src_vertices.shape[1])
     point = cov.at(src_vertices)  # (P, 3): where each covered pixel was in the source view
@@ -284,9 +295,9 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
 
     Returns image (background-filled), mask, hidden, filled and landmarks (B, 68, 2)."""
     dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
-    src = rasterize(vertices, mesh.triangles, *image.shape[-2:])
-    r = render_textured(image, vertices, dst, mesh, src_fragments=src, per_vertex=per_vertex,
-                        symmetric_fill=symmetric_fill)
+    src, dst_frags = rasterize_views(mesh.triangles, *image.shape[-2:], vertices, dst)
+    r = render_textured(image, vertices, dst, mesh, src_fragments=src, dst_fragments=dst_frags,
+                        per_vertex=per_vertex, symmetric_fill=symmetric_fill)
     mask = erode(r.mask, erode_kernel)
     bg = background_colour(image, src.mask[:, None].to(image.dtype), background)
     return dict(image=composite(r, mask, bg), mask=mask, hidden=r.hidden, filled=r.filled,
@@ -311,11 +322,11 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     H, W = image.shape[-2:]
     tri = mesh.triangles
     verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)
-    frags_a = rasterize(vertices, tri, H, W)
+    frags_a, frags_b = rasterize_views(tri, H, W, vertices, verts_b)
     mask_a_full = frags_a.mask[:, None].to(image.dtype)
     bg = background_colour(image, mask_a_full, background)
     to_b = render_textured(image, vertices, verts_b, mesh, src_fragments=frags_a,
-                           symmetric_fill=symmetric_fill)
+                           dst_fragments=frags_b, symmetric_fill=symmetric_fill)
     mask_b = erode(to_b.mask, erode_kernel)
     rotated = composite(to_b, mask_b, bg)
     # Re-texture from the render at b, render back at a (the geometry of a is the source
