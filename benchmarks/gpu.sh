@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-$PY -m pytest -q -p no:cacheprovider tests/test_rasterizer.py -k cuda
+$PY -m pytest -q -p no:cacheprovider tests/test_rasterizer.py tests/test_render.py -k cuda
 $PY benchmarks/render.py --device cuda --no-bfm
 $PY benchmarks/test.py --device cuda --generator_only
 $PY benchmarks/train.py --config default --device cuda --batch 8 --iters 10

@@ -97,20 +97,22 @@ class CudaGraphed:
 
     def _record_and_capture(self, key, args):
         plan = SizingPlan(self.headroom)
-        side = torch.cuda.Stream(device=args[0].device)
-        side.wait_stream(torch.cuda.current_stream(args[0].device))
+        with plan.recording():
+            result = self.fn(*args)  # this call's answer, computed eagerly
+        if not plan.fits:
+            self._eager_only.add(key)
+            return result
+        device = args[0].device
+        inputs = [a.clone() for a in args]
+        # Warm up on a side stream (as the CUDA-graph docs ask): cuBLAS workspaces, the
+        # allocator and lazy initialisation must not happen during capture.
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            with plan.recording():
-                result = self.fn(*args)  # this call's answer, computed eagerly
-            if not plan.fits:
-                self._eager_only.add(key)
-                torch.cuda.current_stream(args[0].device).wait_stream(side)
-                return result
-            inputs = [a.clone() for a in args]
-            for _ in range(2):  # warm-up: allocator, cuDNN and lazy initialisation
+            for _ in range(2):
                 with plan.replay():
                     self.fn(*inputs)
-        torch.cuda.current_stream(args[0].device).wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             with plan.replay():
