@@ -485,33 +485,22 @@ def test_batched_equals_per_sample(faces, mesh):
             assert torch.equal(view[k][i:i + 1], one[k]), (f.name, k)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-def test_cpu_and_cuda_agree(faces, mesh):
-    b = _batch(_three(faces))
-    yaw_b = torch.tensor([45.0, -50.0, 25.0])
-    args = [b[k] for k in ("image", "vertices", "rotation", "scale", "translation")]
-    cpu = training_pair(*args, yaw_b, b["pitch"], mesh, symmetric_fill=True)
-    gpu_mesh = FaceMesh.mediapipe(device="cuda")
-    gpu = training_pair(*[a.cuda() for a in args], yaw_b, b["pitch"], gpu_mesh,
-                        symmetric_fill=True)
-    verts_b = cpu["vertices_b"]
-    torch.testing.assert_close(gpu["vertices_b"].cpu(), verts_b, atol=1e-3, rtol=0)
-    # Same vertices on both devices -> the exact rasteriser gives the same triangle ids.
-    fc = rasterize(verts_b, mesh.triangles, CROP, CROP)
-    fg = rasterize(verts_b.cuda(), gpu_mesh.triangles, CROP, CROP)
-    assert torch.equal(fc.face_ids, fg.face_ids.cpu())
-    img = b["image"]
-    rc = render_textured(img, b["vertices"], verts_b, mesh, symmetric_fill=True)
-    rg = render_textured(img.cuda(), b["vertices"].cuda(), verts_b.cuda(), gpu_mesh,
-                         symmetric_fill=True)
-    assert torch.equal(rc.mask, rg.mask.cpu())
-    assert (rc.hidden != rg.hidden.cpu()).float().mean() < 1e-4
-    assert (rc.image - rg.image.cpu()).abs().mean() < 1e-4
-    for k in ("input", "rotated", "mask", "mask_b"):
-        assert (cpu[k] - gpu[k].cpu()).abs().mean() < 1e-3, k
-
-
 # ------------------------------------------------------------- strategies and CUDA graphs
+def synthetic_pair_args(batch=3, size=128):
+    """Training-pair arguments without mediapipe (the GPU box has none): the canonical mesh
+    at three poses in a 128 crop, a noise texture, and three target yaws."""
+    canonical = torch.from_numpy(load_topology()["canonical"]).float()
+    image = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    yaw = torch.tensor([10.0, -20.0, 5.0])[:batch]
+    pitch = torch.tensor([0.0, 8.0, -6.0])[:batch]
+    rotation = euler_to_matrix(yaw, pitch, torch.zeros(batch))
+    scale = torch.full((batch,), 0.3 * size)
+    translation = torch.tensor([size / 2, size / 2, 0.0]).repeat(batch, 1)
+    vertices = scale[:, None, None] * canonical @ rotation.transpose(1, 2) + translation[:, None]
+    return [image, vertices, rotation, scale, translation,
+            torch.tensor([45.0, -50.0, 25.0])[:batch], pitch]
+
+
 def _pair_args(faces_):
     b = _batch(_three(faces_))
     args = [b[k] for k in ("image", "vertices", "rotation", "scale", "translation")]
@@ -534,18 +523,18 @@ def test_dense_strategy_renders_identically(faces, mesh, monkeypatch):
         assert torch.equal(view_c[k], view_d[k]), k
 
 
-def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(faces, mesh,
-                                                                      monkeypatch):
+def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(mesh, monkeypatch):
     """What a CUDA graph needs of the whole pair: fixed sizes and no host sync."""
     from models.networks import rasterizer
     from models.networks.rasterizer import SizingPlan
 
     monkeypatch.setattr(rasterizer, "default_strategy", lambda device: "dense")
-    args = _pair_args(faces)
+    args = synthetic_pair_args()
     plan = SizingPlan()
     with plan.recording():
         recorded = training_pair(*args, mesh)
     assert plan.fits and len(plan.sizes) == 1  # the views at a and b, in one call
+    assert recorded["mask"].mean() > 0.15 and recorded["hidden_b"].sum() > 0  # a real pair
     with HostSyncs(monkeypatch) as syncs, plan.replay():
         replayed = training_pair(*args, mesh)
     assert syncs.count == 0
@@ -553,6 +542,29 @@ def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(faces, mes
     for k in recorded:
         if recorded[k] is not None:
             assert torch.equal(recorded[k], replayed[k]), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cpu_and_cuda_agree(mesh):
+    args = synthetic_pair_args()
+    image, vertices = args[:2]
+    cpu = training_pair(*args, mesh, symmetric_fill=True)
+    gpu_mesh = FaceMesh.mediapipe(device="cuda")
+    gpu = training_pair(*[a.cuda() for a in args], gpu_mesh, symmetric_fill=True)
+    verts_b = cpu["vertices_b"]
+    torch.testing.assert_close(gpu["vertices_b"].cpu(), verts_b, atol=1e-3, rtol=0)
+    # Same vertices on both devices -> the exact rasteriser gives the same triangle ids.
+    fc = rasterize(verts_b, mesh.triangles, CROP, CROP)
+    fg = rasterize(verts_b.cuda(), gpu_mesh.triangles, CROP, CROP)
+    assert torch.equal(fc.face_ids, fg.face_ids.cpu())
+    rc = render_textured(image, vertices, verts_b, mesh, symmetric_fill=True)
+    rg = render_textured(image.cuda(), vertices.cuda(), verts_b.cuda(), gpu_mesh,
+                         symmetric_fill=True)
+    assert torch.equal(rc.mask, rg.mask.cpu())
+    assert (rc.hidden != rg.hidden.cpu()).float().mean() < 1e-4
+    assert (rc.image - rg.image.cpu()).abs().mean() < 1e-4
+    for k in ("input", "rotated", "mask", "mask_b"):
+        assert (cpu[k] - gpu[k].cpu()).abs().mean() < 1e-3, k
 
 
 def test_cuda_graphed_runs_eagerly_off_cuda_and_checks_its_arguments():
@@ -567,11 +579,11 @@ def test_cuda_graphed_runs_eagerly_off_cuda_and_checks_its_arguments():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-def test_cuda_graph_replays_the_eager_render_and_recaptures_when_it_outgrows(faces):
+def test_cuda_graph_replays_the_eager_render_and_recaptures_when_it_outgrows():
     from models.networks.cuda_graph import CudaGraphed
 
     gpu_mesh = FaceMesh.mediapipe(device="cuda")
-    args = [a.cuda() for a in _pair_args(faces)]
+    args = [a.cuda() for a in synthetic_pair_args()]
     graphed = CudaGraphed(lambda *a: training_pair(*a, gpu_mesh, symmetric_fill=True))
     eager = training_pair(*args, gpu_mesh, symmetric_fill=True)
     for _ in range(3):  # recording, then replays
