@@ -248,7 +248,8 @@ def _take(a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Columns ``idx`` of a contiguous (R, n) tensor, as a contiguous (R, len(idx)) tensor.
 
     On CPU one 1-D ``index_select`` per row: much faster there than advanced indexing or
-    an index_select along dim 1 (which is one kernel, the better choice on a GPU).
+    an index_select along dim 1 (which is one kernel, the better choice on a GPU, and the
+    one the dense strategy always uses, so that its operations are the same on any device).
     """
     if a.device.type != "cpu":
         return a.index_select(1, idx)
@@ -390,9 +391,9 @@ def _span_columns(t, dr):
     return start, stop
 
 
-def _span_depth(zplane, z_step, k, start, dr):
-    """Depth at each span's first pixel (float64 plane, clamped finite) and its step."""
-    zp = _take(zplane, k)
+def _span_depth(zp, z_step, k, start, dr):
+    """Depth at each span's first pixel (float64 plane ``zp`` of each span, clamped finite)
+    and its step."""
     span_z = (zp[0] + zp[1] * start.double() + zp[2] * dr.double())
     return span_z.clamp_(-_FLT_MAX, _FLT_MAX).float(), z_step.index_select(0, k)
 
@@ -422,7 +423,7 @@ def _compact_spans(zbuf, table, zplane, z_step, rows, width, chunk):
             continue
         len_excl = len_incl - length
         span_pix = t[16] + dr * width + start
-        span_z, span_dz = _span_depth(zplane, z_step, k, start, dr)
+        span_z, span_dz = _span_depth(_take(zplane, k), z_step, k, start, dr)
         for g0 in range(0, total, chunk):
             sid, off = _expand(length, len_excl, len_incl, total, g0, min(g0 + chunk, total))
             key = _fragment_keys(span_z, span_dz, t[17], sid, off)
@@ -459,13 +460,13 @@ def _dense_spans(zbuf, table, zplane, z_step, rows, cols, width, chunk):
     for s0 in range(0, num_spans, span_chunk):
         s1 = min(s0 + span_chunk, num_spans)
         k, dr, span_ok = _slots(rows, rows_incl, s0, s1)
-        t = _take(table, k)
+        t = table.index_select(1, k)  # (not _take: the dense path's ops are the GPU's)
         start, stop = _span_columns(t, dr)
         length = (t[15] + 1) * span_ok  # the whole box row
         len_incl = length.cumsum(0)
         total = num_padded if s1 - s0 == num_spans else int(len_incl[-1])
         span_pix = t[16] + dr * width
-        span_z, span_dz = _span_depth(zplane, z_step, k, start, dr)
+        span_z, span_dz = _span_depth(zplane.index_select(1, k), z_step, k, start, dr)
         for g0 in range(0, total, chunk):
             sid, col, ok = _slots(length, len_incl, g0, min(g0 + chunk, total))
             off = col - start.index_select(0, sid)
