@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -36,10 +37,31 @@ class Outcome:
     reason: str = ""
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def list_path_of(line: str) -> str:
+    """The path on one (stripped, non-empty) list line: the line without any trailing
+    numeric columns, so ``realign_lmk`` lines (``relpath label x1 y1 ... x5 y5``) give their
+    path and paths may contain spaces. Tab-separated lines give their first column."""
+    if "\t" in line:
+        return line.split("\t", 1)[0].strip()
+    tokens = list(re.finditer(r"\S+", line))
+    end = len(tokens)
+    while end > 1 and _is_number(tokens[end - 1].group()):
+        end -= 1
+    return line[:tokens[end - 1].end()]
+
+
 def read_list(list_path: str) -> list[str]:
-    """Relative paths from a list file: one per line, first whitespace-separated column
-    (so ``realign_lmk`` files work too), blank lines and ``#`` comments ignored, Windows
-    line endings accepted."""
+    """Relative paths from a list file: one per line (see :func:`list_path_of`: extra numeric
+    columns, as in ``realign_lmk``, are dropped and spaces inside paths are kept), blank
+    lines and ``#`` comments ignored, Windows line endings accepted."""
     if not os.path.isfile(list_path):
         raise InputListError(f"image list not found: {list_path}")
     with open(list_path, encoding="utf-8-sig", errors="replace") as f:
@@ -48,7 +70,7 @@ def read_list(list_path: str) -> list[str]:
     for line in lines:
         line = line.strip()
         if line and not line.startswith("#"):
-            out.append(line.split()[0])
+            out.append(list_path_of(line))
     return out
 
 

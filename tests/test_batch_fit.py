@@ -228,6 +228,34 @@ def test_list_file_line_endings_comments_blanks(tmp_path, photos, capsys):
     assert list(read_failures(tmp_path / "out" / "failures.txt")) == ["missing.jpg"]
 
 
+@pytest.mark.parametrize("line, path", [
+    ("plain.png", "plain.png"),
+    ("my photos/face one.png", "my photos/face one.png"),
+    ("my photos/face one.png 0 12.5 30 -4 1e2 5 6 7 8 9 10", "my photos/face one.png"),
+    ("a  b.jpg\tsome label", "a  b.jpg"),
+    ("2019 trip/42.jpg 7", "2019 trip/42.jpg"),
+    ("123 4", "123"),  # the first column is always part of the path
+])
+def test_list_lines_keep_spaces_and_drop_numeric_columns(line, path):
+    assert batch_fit.list_path_of(line) == path
+
+
+def test_paths_with_spaces_fit_and_round_trip_through_realign_lmk(tmp_path, example_photos,
+                                                                  capsys):
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    Image.fromarray(example_photos["astronaut.png"]).save(folder / "the astronaut.png")
+    lst = tmp_path / "list.txt"
+    lst.write_text("my photos/the astronaut.png\n")
+    out_dir = tmp_path / "out"
+    rc, out, err = run_main(capsys, "--img_list", lst, "--img_prefix", tmp_path,
+                            "--save_dir", out_dir)
+    assert rc == 0, err
+    assert summary(out)["fitted"] == 1
+    assert (out_dir / "my photos" / "the astronaut.npz").is_file()
+    assert batch_fit.read_list(str(out_dir / "realign_lmk")) == ["my photos/the astronaut.png"]
+
+
 def test_list_prefix_defaults_to_the_list_folder(tmp_path, example_dir, capsys):
     rc, out, err = run_main(capsys, "--img_list", example_dir / "file_list.txt",
                             "--save_dir", tmp_path / "out")
