@@ -617,3 +617,26 @@ def test_sizing_plan_rejects_work_too_big_for_one_step():
     assert_same_fragments(got, rasterize(verts, faces, height, width, strategy="compact"))
     with pytest.raises(ValueError, match="headroom"):
         SizingPlan(headroom=0.5)
+
+
+def test_sizing_plan_has_one_step_per_chunk_of_images():
+    n = 30  # a grid of 1-px cells: tiny triangles, about one span each
+    ys, xs = torch.meshgrid(torch.arange(n + 1.0), torch.arange(n + 1.0), indexing="ij")
+    grid = torch.stack([xs.flatten() * 0.97 + 0.3, ys.flatten() * 0.97 + 0.2,
+                        (xs * ys).flatten() / n], 1)
+    idx = torch.arange((n + 1) ** 2).view(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = torch.cat([torch.stack([a, b, c], -1).view(-1, 3),
+                       torch.stack([b, d, c], -1).view(-1, 3)])
+    verts = torch.stack([grid, grid.flip(0), grid * 0.8 + 2])
+    chunk = 16 * faces.shape[0] - 8  # one image per chunk
+    expected = rasterize(verts, faces, n, n, strategy="compact")
+    plan = SizingPlan()
+    with plan.recording():
+        rasterize(verts, faces, n, n, strategy="dense", max_chunk_pixels=chunk)
+    assert plan.fits and len(plan.sizes) == 3
+    with plan.replay():
+        got = rasterize(verts, faces, n, n, strategy="dense", max_chunk_pixels=chunk)
+        assert not bool(plan.overflowed())
+    assert_same_fragments(got, expected)
+    assert expected.mask.float().mean() > 0.8
