@@ -584,7 +584,7 @@ def test_sizing_plan_replays_without_syncs_and_reports_overflow(monkeypatch):
     with plan.recording():
         recorded = rasterize(verts, faces, height, width, strategy="dense")
     assert_same_fragments(recorded, expected)
-    assert plan.fits and len(plan.sizes) == 1
+    assert len(plan.sizes) == 1
     with HostSyncs(monkeypatch) as syncs, plan.replay():
         replayed = rasterize(verts, faces, height, width, strategy="dense")
         flag = plan.overflowed()
@@ -608,13 +608,20 @@ def test_sizing_plan_replays_without_syncs_and_reports_overflow(monkeypatch):
         rasterize(verts, faces, height, width, strategy="dense")
 
 
-def test_sizing_plan_rejects_work_too_big_for_one_step():
-    verts, faces, height, width = sloped_mesh(7)
+def test_sizing_plan_replays_work_spread_over_several_chunks(monkeypatch):
+    verts, faces, height, width = sloped_mesh(7, batch=1, num_verts=30, num_faces=20)
+    expected = rasterize(verts, faces, height, width, strategy="compact")
     plan = SizingPlan()
+    chunk = 2000
     with plan.recording():
-        got = rasterize(verts, faces, height, width, strategy="dense", max_chunk_pixels=64)
-    assert not plan.fits  # the span pass needed several chunks: replays would overflow
-    assert_same_fragments(got, rasterize(verts, faces, height, width, strategy="compact"))
+        got = rasterize(verts, faces, height, width, strategy="dense", max_chunk_pixels=chunk)
+    assert_same_fragments(got, expected)
+    assert plan.sizes[0][0] > 2 * chunk // 8  # spans of several chunks
+    with HostSyncs(monkeypatch) as syncs, plan.replay():
+        got = rasterize(verts, faces, height, width, strategy="dense", max_chunk_pixels=chunk)
+        flag = plan.overflowed()
+    assert syncs.count == 0 and not bool(flag)
+    assert_same_fragments(got, expected)
     with pytest.raises(ValueError, match="headroom"):
         SizingPlan(headroom=0.5)
 
@@ -634,7 +641,7 @@ def test_sizing_plan_has_one_step_per_chunk_of_images():
     plan = SizingPlan()
     with plan.recording():
         rasterize(verts, faces, n, n, strategy="dense", max_chunk_pixels=chunk)
-    assert plan.fits and len(plan.sizes) == 3
+    assert len(plan.sizes) == 3
     with plan.replay():
         got = rasterize(verts, faces, n, n, strategy="dense", max_chunk_pixels=chunk)
         assert not bool(plan.overflowed())

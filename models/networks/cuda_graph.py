@@ -10,15 +10,18 @@ under a :class:`~models.networks.rasterizer.SizingPlan`.
     out = render(img, src, dst)   # first call per input shapes: eager, then captured
 
 The function must be pure in its tensor arguments (all on one CUDA device); anything else it
-uses (the mesh, flags) is baked into the graph. It may return a tensor, or a dict, list or
-tuple of them (nested; None allowed). Outputs are cloned out of the graph's buffers unless
-``clone_outputs=False``. After each replay one host sync reads the plan's overflow flag: if
-some geometry needed more room than the recording allowed, that call is re-run eagerly and
-the graph is captured again for the new sizes. CUDA only; on other devices (or when the
-recorded work is too big to fit a fixed plan) the function simply runs eagerly.
+uses (the mesh, flags) is baked into the graph, and tensors among those must already be on
+that device (a host-to-device copy cannot be captured: ``FaceMesh.mediapipe(device=...)``).
+It may return a tensor, or a dict, list or tuple of them (nested; None allowed). Outputs are
+cloned out of the graph's buffers unless ``clone_outputs=False``. After each replay one host
+sync reads the plan's overflow flag: if some geometry needed more room than the recording
+allowed, that call is re-run eagerly and the graph is captured again for the new sizes.
+Arguments that are not all on CUDA run eagerly (with a warning when only some are).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -72,23 +75,26 @@ class CudaGraphed:
     def __init__(self, fn, headroom: float = 1.5, clone_outputs: bool = True):
         self.fn, self.headroom, self.clone_outputs = fn, headroom, clone_outputs
         self._graphs: dict = {}
-        self._eager_only: set = set()
         self.captures = 0  # how many graphs were captured (re-captures included)
 
     def __call__(self, *args):
         if not args or not all(isinstance(a, torch.Tensor) for a in args):
             raise TypeError("CudaGraphed: call it with tensors only (bake in the rest)")
-        if any(a.device.type != "cuda" for a in args):
+        devices = {a.device for a in args}
+        if len(devices) > 1 or args[0].device.type != "cuda":
+            if any(d.type == "cuda" for d in devices):
+                warnings.warn("CudaGraphed: arguments on several devices "
+                              f"({', '.join(sorted(map(str, devices)))}); running eagerly",
+                              stacklevel=2)
             return self.fn(*args)
-        key = tuple((tuple(a.shape), a.dtype, a.device) for a in args)
-        if key in self._eager_only:
-            return self.fn(*args)
+        key = tuple((tuple(a.shape), a.dtype) for a in args) + (args[0].device,)
         entry = self._graphs.get(key)
         if entry is None:
             return self._record_and_capture(key, args)
         for static, a in zip(entry.inputs, args):
             static.copy_(a)
-        entry.graph.replay()
+        with torch.cuda.device(args[0].device):
+            entry.graph.replay()
         if entry.overflowed is not None and bool(entry.overflowed):
             del self._graphs[key]  # geometry outgrew the plan: redo eagerly, re-capture
             return self._record_and_capture(key, args)
@@ -99,25 +105,29 @@ class CudaGraphed:
         plan = SizingPlan(self.headroom)
         with plan.recording():
             result = self.fn(*args)  # this call's answer, computed eagerly
-        if not plan.fits:
-            self._eager_only.add(key)
-            return result
+        _flatten(result, [])  # an output type we cannot return fails before any capture
         device = args[0].device
-        inputs = [a.clone() for a in args]
-        # Warm up on a side stream (as the CUDA-graph docs ask): cuBLAS workspaces, the
-        # allocator and lazy initialisation must not happen during capture.
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                with plan.replay():
-                    self.fn(*inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            with plan.replay():
-                out = self.fn(*inputs)
-            overflowed = plan.overflowed()
+        with torch.cuda.device(device):
+            inputs = [a.clone() for a in args]
+            # Warm up, then capture, on one side stream (as the CUDA-graph docs ask):
+            # cuBLAS workspaces, the allocator and lazy initialisation must not happen
+            # during capture, and per-stream state is then the capture stream's own.
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    with plan.replay():
+                        self.fn(*inputs)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph, stream=side):
+                    with plan.replay():
+                        out = self.fn(*inputs)
+                    overflowed = plan.overflowed()
+            except RuntimeError as e:
+                raise RuntimeError(f"CudaGraphed: capture failed; is everything the function "
+                                   f"uses (e.g. the mesh) on {device}? ({e})") from e
+            torch.cuda.current_stream(device).wait_stream(side)
         leaves: list = []
         spec = _flatten(out, leaves)
         flag = overflowed if isinstance(overflowed, torch.Tensor) else None

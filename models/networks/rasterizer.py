@@ -444,19 +444,19 @@ def _slots(counts, incl, s0, s1):
 
 def _dense_spans(zbuf, table, zplane, z_step, rows, cols, width, chunk):
     """Enumerate every box pixel of every span with fixed-shape kernels, masking those
-    outside the triangle. Sized by one host sync, or, under a :class:`SizingPlan` that is
-    replaying, by the plan (no sync at all, so the whole call can be captured in a graph)."""
+    outside the triangle. Sized by host syncs (one when everything fits one chunk), or,
+    under a :class:`SizingPlan` that is replaying, by the plan: no sync at all, so that the
+    whole call can be captured in a CUDA graph."""
     rows_incl = rows.cumsum(0)
-    spans_wanted = rows_incl[-1]
-    padded_wanted = (rows * cols).sum()
     span_chunk = max(1, chunk // 8)
     plan = _ACTIVE_PLAN[-1] if _ACTIVE_PLAN else None
-    if plan is not None and plan.replaying:
-        num_spans, num_padded = plan._sizes_for_step(spans_wanted, padded_wanted)
+    replaying = plan is not None and plan.replaying
+    if replaying:
+        num_spans, room = plan._sizes_for_step()
+        plan._flags.append(rows_incl[-1] > num_spans)
     else:
-        num_spans, num_padded = torch.stack([spans_wanted, padded_wanted]).tolist()
-        if plan is not None:
-            plan._note_sizes(num_spans, num_padded, span_chunk)
+        num_spans, num_padded = torch.stack([rows_incl[-1], (rows * cols).sum()]).tolist()
+        most = 0
     for s0 in range(0, num_spans, span_chunk):
         s1 = min(s0 + span_chunk, num_spans)
         k, dr, span_ok = _slots(rows, rows_incl, s0, s1)
@@ -464,7 +464,12 @@ def _dense_spans(zbuf, table, zplane, z_step, rows, cols, width, chunk):
         start, stop = _span_columns(t, dr)
         length = (t[15] + 1) * span_ok  # the whole box row
         len_incl = length.cumsum(0)
-        total = num_padded if s1 - s0 == num_spans else int(len_incl[-1])
+        if replaying:
+            total = room
+            plan._flags.append(len_incl[-1] > room)
+        else:
+            total = num_padded if s1 - s0 == num_spans else int(len_incl[-1])
+            most = max(most, total)
         span_pix = t[16] + dr * width
         span_z, span_dz = _span_depth(zplane.index_select(1, k), z_step, k, start, dr)
         for g0 in range(0, total, chunk):
@@ -474,9 +479,11 @@ def _dense_spans(zbuf, table, zplane, z_step, rows, cols, width, chunk):
             key = _fragment_keys(span_z, span_dz, t[17], sid, off).masked_fill_(~ok, _EMPTY)
             pix = (span_pix.index_select(0, sid) + col).masked_fill_(~ok, 0)
             zbuf.scatter_reduce_(0, pix, key, reduce="amin")
+    if plan is not None and not replaying:
+        plan._note_sizes(num_spans, most)
 
 
-_ACTIVE_PLAN: list = []
+_ACTIVE_PLAN: list = []  # the SizingPlans in effect, innermost last (not thread-safe)
 
 
 class SizingPlan:
@@ -485,40 +492,37 @@ class SizingPlan:
 
     Run the function once under ``with plan.recording():`` (the rasteriser syncs as usual
     and notes how much work each of its steps needed), then under ``with plan.replay():``
-    as often as wanted: each step is sized from its recording times ``headroom`` (enough for
-    other inputs of similar geometry), and :meth:`overflowed` (a device bool tensor) says
-    afterwards whether any step needed more, in which case that run's output is incomplete
-    and the function should be re-recorded. Steps are matched by their order, which depends
-    only on the input shapes.
+    as often as wanted: each step gets room for its recorded work times ``headroom``
+    (enough for other inputs of similar geometry: spans in total, and box pixels per chunk
+    of spans), and :meth:`overflowed` (a device bool tensor) says afterwards whether any
+    step needed more, in which case that run's output is incomplete and the function should
+    be recorded again. Steps are matched by their order, which depends only on the input
+    shapes.
     """
 
     def __init__(self, headroom: float = 1.5):
         if not headroom >= 1.0:
             raise ValueError(f"SizingPlan: headroom must be >= 1, got {headroom!r}")
         self.headroom = headroom
-        self.sizes: list[tuple[int, int]] = []
-        self.fits = True  # every step's work fits one span chunk (else replays overflow)
+        self.sizes: list[tuple[int, int]] = []  # per step: (spans, box pixels per span chunk)
         self.replaying = False
         self._step = 0
         self._flags: list[torch.Tensor] = []
 
-    def _note_sizes(self, num_spans: int, num_padded: int, span_chunk: int):
+    def _note_sizes(self, num_spans: int, most_padded: int):
         room = lambda n: max(16, math.ceil(n * self.headroom))  # noqa: E731
-        self.fits &= room(num_spans) <= span_chunk
-        self.sizes.append((min(room(num_spans), span_chunk), room(num_padded)))
+        self.sizes.append((room(num_spans), room(most_padded)))
 
-    def _sizes_for_step(self, spans_wanted, padded_wanted):
+    def _sizes_for_step(self) -> tuple[int, int]:
         if self._step >= len(self.sizes):
             raise RuntimeError("SizingPlan: more rasteriser steps than were recorded "
                                "(did the input shapes change?)")
-        num_spans, num_padded = self.sizes[self._step]
         self._step += 1
-        self._flags.append((spans_wanted > num_spans) | (padded_wanted > num_padded))
-        return num_spans, num_padded
+        return self.sizes[self._step - 1]
 
     @contextlib.contextmanager
     def recording(self):
-        self.sizes, self.fits, self.replaying = [], True, False
+        self.sizes, self.replaying = [], False
         with self._active():
             yield self
 
