@@ -26,6 +26,7 @@ from torch import nn
 
 from data.landmark_map import label_mask, landmark_map
 from models import networks
+from models.networks.cuda_graph import CudaGraphed
 from models.networks.render import FaceMesh, sample_target_poses, training_pair
 
 
@@ -45,6 +46,13 @@ class RotateModel(nn.Module):
     @classmethod
     def modify_commandline_options(cls, parser, is_train):
         parser.set_defaults(netG=cls.default_netG)
+        if is_train:
+            parser.add_argument(
+                "--render_graph", action="store_true",
+                help="on CUDA, replay the training-pair render as a CUDA graph (one capture "
+                     "per batch shape, identical output; see models/networks/cuda_graph.py): "
+                     "fewer kernel launches when rendering is launch-bound. Off by default "
+                     "until measured on a GPU; ignored on the CPU")
         return parser
 
     def __init__(self, opt):
@@ -55,6 +63,7 @@ class RotateModel(nn.Module):
         self.uses_landmarks = (type(self).uses_landmarks
                                or isinstance(self.netG, networks.RotateSPADEGenerator))
         self.mesh = FaceMesh.mediapipe()
+        self._graphed_pair = None  # CudaGraphed training_pair, made on first use
         self.netD = self.netD_rotate = None
         if opt.is_train:
             d_in = 3 + 3 + (opt.label_nc if self.uses_landmarks else 0)
@@ -101,10 +110,9 @@ class RotateModel(nn.Module):
         yaw_b, pitch_b = sample_target_poses(b["yaw"], b["pitch"], generator,
                                              self.opt.pose_noise, self.opt.large_pose,
                                              self.opt.pitch_noise)
-        pair = training_pair(b["image"], b["vertices"], b["rotation"], b["scale"],
-                             b["translation"], yaw_b.to(dev), pitch_b.to(dev), self.mesh_on(dev),
-                             erode_kernel=self.opt.erode_kernel, background=self.opt.background,
-                             symmetric_fill=self.opt.symmetric_fill)
+        args = (b["image"], b["vertices"], b["rotation"], b["scale"], b["translation"],
+                yaw_b.to(dev), pitch_b.to(dev))
+        pair = self._pair_renderer(dev)(*args)
         size = b["image"].shape[-1]
         pair["seg"] = self.seg(pair["landmarks_a"], size)
         pair["seg_b"] = self.seg(pair["landmarks_b"], size)
@@ -115,6 +123,21 @@ class RotateModel(nn.Module):
             pair["input"] = self.apply_label_mask(pair["input"], pair["landmarks_a"], keep)
             pair["rotated"] = self.apply_label_mask(pair["rotated"], pair["landmarks_b"], keep)
         return pair
+
+    def _pair_renderer(self, device):
+        """training_pair with this run's mesh and options, as a CUDA graph with
+        --render_graph on CUDA."""
+        mesh, opt = self.mesh_on(device), self.opt
+
+        def render(*args):
+            return training_pair(*args, mesh, erode_kernel=opt.erode_kernel,
+                                 background=opt.background, symmetric_fill=opt.symmetric_fill)
+
+        if not (getattr(opt, "render_graph", False) and device.type == "cuda"):
+            return render
+        if self._graphed_pair is None:
+            self._graphed_pair = CudaGraphed(render)
+        return self._graphed_pair
 
     # ---------------------------------------------------------------------------- forward
     def forward(self, data: dict, mode: str):

@@ -496,6 +496,27 @@ def test_generator_learns_a_fixed_batch():
     assert history[-1] < 0.5 * history[0], (history[0], history[-1], len(history))
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA not available"))])
+def test_render_graph_gives_the_same_pairs(device):
+    """--render_graph replays the pair render as a CUDA graph on CUDA (ignored on the CPU):
+    the pairs must be exactly those of the eager render, call after call."""
+    base = TINY + ["--model", "rotatespade", "--serial_batches", "--no_vgg_loss", "--device",
+                   device]
+    batch = next(iter(create_dataloader(TrainOptions().parse(base))))
+    pairs = {}
+    for flag in ([], ["--render_graph"]):
+        opt = TrainOptions().parse(base + flag)
+        assert opt.render_graph == bool(flag)
+        model = create_model(opt).to(device)
+        pairs[bool(flag)] = [model.make_pair(batch, torch.Generator().manual_seed(k))
+                             for k in range(3)]
+    for eager, graphed in zip(pairs[False], pairs[True]):
+        for k, v in eager.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, graphed[k]), k
+
+
 def test_eval_freq_logs_held_out_scores(tmp_path):
     argv = run_args(tmp_path, "ev", "--model", "rotate", "--no_vgg_loss", "--max_iters", "2",
                     "--eval_freq", "2", "--eval_photos", "example", "--eval_size", "2")
