@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-$PY -m pytest -q -p no:cacheprovider tests/test_rasterizer.py tests/test_render.py -k cuda
+$PY -m pytest -q -p no:cacheprovider tests/test_rasterizer.py tests/test_render.py tests/test_training.py -k cuda
 $PY benchmarks/render.py --device cuda --no-bfm
 [ "${1:-all}" = render ] && exit 0
 $PY benchmarks/test.py --device cuda --generator_only
