@@ -210,16 +210,25 @@ def count_ops(fn) -> tuple[int, int]:
     return Count.ops, Count.host
 
 
-def count_ops_dense(fn) -> tuple[int, int]:
-    """:func:`count_ops` with the dense strategy, whose operations are the same on every
-    device: on a CPU this counts what a GPU would launch."""
+def with_strategy(strategy: str, fn):
+    """``fn`` run with the rasteriser's default strategy replaced by ``strategy``."""
     from unittest import mock
 
     from models.networks import rasterizer
 
-    with mock.patch.object(rasterizer, "default_strategy", lambda device: "dense"):
-        fn()  # the mesh's face-range check happens once, not per call
-        return count_ops(fn)
+    def run():
+        with mock.patch.object(rasterizer, "default_strategy", lambda device: strategy):
+            return fn()
+
+    return run
+
+
+def count_ops_dense(fn) -> tuple[int, int]:
+    """:func:`count_ops` with the dense strategy, whose operations are the same on every
+    device: on a CPU this counts what a GPU would launch."""
+    fn = with_strategy("dense", fn)
+    fn()  # the mesh's face-range check happens once, not per call
+    return count_ops(fn)
 
 
 def _as_dict(rendered):
@@ -238,20 +247,25 @@ def bench_render(name, image, src, dst_of_batch, mesh, timer, size, device, targ
         img = image.expand(batch, -1, -1, -1).contiguous().to(device)
         s = src.expand(batch, -1, -1).contiguous().to(device)
         d = dst_of_batch(batch).to(device)
-        t_all = timer(lambda img=img, s=s, d=d: render_textured(img, s, d, mesh))
+        render = lambda img=img, s=s, d=d: render_textured(img, s, d, mesh)  # noqa: E731
+        t_all = timer(render)
         t_ras = timer(lambda d=d: rasterize(d, mesh.triangles, size, size))
-        ops, host = count_ops(lambda img=img, s=s, d=d: render_textured(img, s, d, mesh))
+        ops, host = count_ops(render)
         print(f"{name:10s} batch {batch:3d}: {batch / t_all:9.1f} images/s "
               + _split(t_all, t_ras) + f" [{ops} ops, {host} host syncs]"
               + _verdict(batch, batch / t_all, target))
-        if device.type == "cpu" and batch == 8:
-            ops, host = count_ops_dense(lambda img=img, s=s, d=d: render_textured(img, s, d, mesh))
-            print(f"{'':10s} on a GPU (dense strategy, counted here): {ops} ops, {host} host syncs")
+        if batch == 8 and device.type == "cpu":
+            ops, host = count_ops_dense(render)
+            print(f"{'':10s} on a GPU (dense strategy, counted here): {ops} ops, "
+                  f"{host} host syncs")
+        elif batch == 8:  # the other strategy, for comparison
+            t = timer(with_strategy("compact", render))
+            print(f"{'':10s} compact strategy instead: {batch / t:9.1f} images/s "
+                  f"({1e3 * t:8.2f} ms/batch)")
         if graphs:
             fn = CudaGraphed(lambda img, s, d: _as_dict(render_textured(img, s, d, mesh)))
             _graphed(f"{name} batch {batch:3d}, CUDA graph", fn, (img, s, d),
-                     _as_dict(render_textured(img, s, d, mesh)), timer, batch, "images/s",
-                     target)
+                     _as_dict(render()), timer, batch, "images/s", target)
 
 
 def bench_pairs(name, face, mesh, timer, size, device, batch, target, graphs=False):
