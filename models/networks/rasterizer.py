@@ -63,8 +63,9 @@ Strategies (``strategy=``; both give bit-identical results, tested):
 * **dense** (the default on other devices) never compacts: triangles that draw nothing get
   no rows, every span is enumerated over its whole bounding-box row with the pixels outside
   the triangle masked, and every pixel is resolved. About 2x the arithmetic, but all
-  kernels have shapes known in advance: one host sync per call sizes the two expansions,
-  and under a :class:`SizingPlan` (fixed sizes with headroom and an overflow flag) none, so
+  kernels have shapes known in advance: one host sync per call sizes the two expansions
+  (one per chunk of spans when there are several), and under a :class:`SizingPlan` (fixed
+  sizes with headroom and an overflow flag) none, so
   a whole render can be captured and replayed as a CUDA graph
   (models/networks/cuda_graph.py). On a GPU, small renders are bound by kernel launches
   and syncs, not arithmetic.
