@@ -114,6 +114,8 @@ MODE_LABEL = {"render": "render (artifacts)", "symmetry": "render + symmetry fil
 class EvalOptions(TestOptions):
     """Evaluate rotated faces: pose accuracy, identity, verification, reconstruction."""
 
+    prog = "evaluate.py"
+
     def initialize(self, parser):
         p = super().initialize(parser)
         p.set_defaults(yaw_poses=[str(y) for y in range(-60, 61, 15)])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from face3d.cli import ArgumentParser
 from face3d.fit import FitFileError, fit_path_for, load_fit
 from face3d.imageio import list_images
 
@@ -203,7 +204,7 @@ def run(relpaths: list[str], prefix: str, save_dir: str, workers: int = 1,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="3ddfa/inference.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img_list", help="text file of image paths relative to --img_prefix, one "

@@ -14,6 +14,8 @@ import sys
 
 import torch
 
+from face3d.cli import ArgumentParser
+
 # Flags of the original's home-made multi-GPU rendering, and what replaces them here.
 RETIRED_FLAGS = {
     "--gpu_ids": "use --device cuda|cpu|auto for one device and "
@@ -30,6 +32,7 @@ class OptionsError(ValueError):
 
 class BaseOptions:
     is_train = False
+    prog = None  # the command, as shown in --help and errors (None: argparse's guess)
 
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p = parser
@@ -98,9 +101,9 @@ class BaseOptions:
             if any(a == flag or a.startswith(flag + "=") for a in argv):
                 raise OptionsError(f"{flag} is no longer used: {why}")
         # No -h until every flag is known: --help then lists the model's and networks' too.
-        parser = argparse.ArgumentParser(
-            description=self.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-            add_help=False)
+        parser = ArgumentParser(
+            prog=self.prog, description=self.__doc__,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=False)
         parser = self.initialize(parser)
         known, _ = parser.parse_known_args(argv)
 

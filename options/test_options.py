@@ -16,6 +16,7 @@ class TestOptions(BaseOptions):
     """Rotate faces with a trained model, or render them only when there is no checkpoint."""
 
     is_train = False
+    prog = "test.py"
 
     def initialize(self, parser):
         p = super().initialize(parser)

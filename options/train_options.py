@@ -9,6 +9,7 @@ class TrainOptions(BaseOptions):
     """Train the Rotate-and-Render GAN (python train.py, or torchrun ... train.py)."""
 
     is_train = True
+    prog = "train.py"
 
     def initialize(self, parser):
         p = super().initialize(parser)

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from face3d.cli import ArgumentParser
+
 DEFAULT_YAWS = "-60,-45,-30,-15,0,15,30,45,60"
 
 # RGB colours of row 2
@@ -130,8 +132,9 @@ def _parse_yaws(text: str) -> list[float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m util.contact_sheet",
+                        description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--img", help="photo to turn (default: the built-in astronaut)")
     ap.add_argument("--out", default="sheet.png", help="PNG to write (default: sheet.png)")
     ap.add_argument("--crop_size", type=int, default=256, help="aligned crop size (px)")
