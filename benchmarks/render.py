@@ -46,6 +46,7 @@ from models.networks.render import (  # noqa: E402
     sample_target_poses,
     training_pair,
 )
+from util.op_count import OpCounter  # noqa: E402
 
 RR = ROOT.parent / "shared" / "data" / "rr_example"
 BFM_EXAMPLE = "Keanu_Reeves_0010"
@@ -172,42 +173,10 @@ def spread(n: int) -> list[float]:
 
 
 def count_ops(fn) -> tuple[int, int]:
-    """(operations that launch work, host syncs) of one call of ``fn``: dispatched ATen ops
-    other than views, and the ops that make the host wait for the device (reading a value:
-    .item()/int()/.tolist(), or nonzero, whose output size is data-dependent)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    views = {"view", "_unsafe_view", "select", "slice", "unsqueeze", "squeeze", "t",
-             "transpose", "permute", "expand", "unbind", "split", "alias", "detach",
-             "lift_fresh", "view_as_real", "as_strided"}
-    syncs = {"_local_scalar_dense", "nonzero", "_to_copy_to_host"}
-
-    class Count(TorchDispatchMode):
-        ops = host = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            name = func.overloadpacket.__name__
-            if name == "_to_copy" and args[0].device.type != "cpu" \
-                    and torch.device(kwargs.get("device", args[0].device)).type == "cpu":
-                name = "_to_copy_to_host"
-            Count.ops += name not in views
-            Count.host += name in syncs
-            return func(*args, **kwargs)
-
-    tolist = torch.Tensor.tolist
-
-    def counted_tolist(t):  # not dispatched on CPU tensors
-        Count.host += 1
-        return tolist(t)
-
-    torch.Tensor.tolist = counted_tolist
-    try:
-        with Count():
-            fn()
-    finally:
-        torch.Tensor.tolist = tolist
-    return Count.ops, Count.host
+    """(operations that launch work, host syncs) of one call of ``fn`` (util/op_count.py)."""
+    with OpCounter() as counter:
+        fn()
+    return counter.ops, counter.syncs
 
 
 def with_strategy(strategy: str, fn):

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import html.parser
 
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-
 
 class _Links(html.parser.HTMLParser):
     def __init__(self):
@@ -24,23 +21,3 @@ def page_links(path) -> list[str]:
     with open(path) as f:
         parser.feed(f.read())
     return parser.links
-
-
-class HostSyncs(TorchDispatchMode):
-    """Counts the operations that make the host wait for the device's result."""
-
-    def __init__(self, monkeypatch):
-        super().__init__()
-        self.count = 0
-        tolist = torch.Tensor.tolist  # not dispatched for CPU tensors: spy on it directly
-
-        def counted(t):
-            self.count += 1
-            return tolist(t)
-
-        monkeypatch.setattr(torch.Tensor, "tolist", counted)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        self.count += name in ("_local_scalar_dense", "nonzero", "repeat_interleave")
-        return func(*args, **(kwargs or {}))

@@ -10,10 +10,10 @@ import math
 
 import pytest
 import torch
-from helpers import HostSyncs
 
 from models.networks import rasterizer
 from models.networks.rasterizer import STRATEGIES, Fragments, SizingPlan, interpolate, rasterize
+from util.op_count import OpCounter
 
 
 @pytest.fixture(autouse=True, params=STRATEGIES)
@@ -554,16 +554,16 @@ def test_strategies_give_identical_fragments(kw):
             interpolate(compact, faces, attrs, max_chunk_pixels=chunk, strategy="dense"))
 
 
-def test_dense_strategy_syncs_once_per_rasterize_and_never_to_interpolate(monkeypatch):
+def test_dense_strategy_syncs_once_per_rasterize_and_never_to_interpolate():
     verts, faces, height, width = sloped_mesh(4)
     rasterize(verts, faces, height, width)  # the faces' range check happens once
-    with HostSyncs(monkeypatch) as syncs:
+    with OpCounter() as counter:
         frags = rasterize(verts, faces, height, width, strategy="dense")
-    assert syncs.count == 1
+    assert counter.syncs == 1
     interpolate(frags, faces, verts)
-    with HostSyncs(monkeypatch) as syncs:
+    with OpCounter() as counter:
         interpolate(frags, faces, verts, strategy="dense")
-    assert syncs.count == 0
+    assert counter.syncs == 0
 
 
 def test_face_range_check_sees_in_place_changes():
@@ -577,7 +577,7 @@ def test_face_range_check_sees_in_place_changes():
         interpolate(rasterize(verts, faces[:3], height, width), faces, verts)
 
 
-def test_sizing_plan_replays_without_syncs_and_reports_overflow(monkeypatch):
+def test_sizing_plan_replays_without_syncs_and_reports_overflow():
     verts, faces, height, width = sloped_mesh(6)
     expected = rasterize(verts, faces, height, width, strategy="compact")
     plan = SizingPlan(headroom=1.25)
@@ -585,10 +585,10 @@ def test_sizing_plan_replays_without_syncs_and_reports_overflow(monkeypatch):
         recorded = rasterize(verts, faces, height, width, strategy="dense")
     assert_same_fragments(recorded, expected)
     assert len(plan.sizes) == 1
-    with HostSyncs(monkeypatch) as syncs, plan.replay():
+    with OpCounter() as counter, plan.replay():
         replayed = rasterize(verts, faces, height, width, strategy="dense")
         flag = plan.overflowed()
-    assert syncs.count == 0
+    assert counter.syncs == 0
     assert_same_fragments(replayed, expected)
     assert not bool(flag)
     # Slightly different geometry fits in the headroom and is still exact.
@@ -608,7 +608,7 @@ def test_sizing_plan_replays_without_syncs_and_reports_overflow(monkeypatch):
         rasterize(verts, faces, height, width, strategy="dense")
 
 
-def test_sizing_plan_replays_work_spread_over_several_chunks(monkeypatch):
+def test_sizing_plan_replays_work_spread_over_several_chunks():
     verts, faces, height, width = sloped_mesh(7, batch=1, num_verts=30, num_faces=20)
     expected = rasterize(verts, faces, height, width, strategy="compact")
     plan = SizingPlan()
@@ -617,10 +617,10 @@ def test_sizing_plan_replays_work_spread_over_several_chunks(monkeypatch):
         got = rasterize(verts, faces, height, width, strategy="dense", max_chunk_pixels=chunk)
     assert_same_fragments(got, expected)
     assert plan.sizes[0][0] > 2 * chunk // 8  # spans of several chunks
-    with HostSyncs(monkeypatch) as syncs, plan.replay():
+    with OpCounter() as counter, plan.replay():
         got = rasterize(verts, faces, height, width, strategy="dense", max_chunk_pixels=chunk)
         flag = plan.overflowed()
-    assert syncs.count == 0 and not bool(flag)
+    assert counter.syncs == 0 and not bool(flag)
     assert_same_fragments(got, expected)
     with pytest.raises(ValueError, match="headroom"):
         SizingPlan(headroom=0.5)

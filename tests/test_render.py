@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import HostSyncs
 
 from face3d.pose import euler_to_matrix, matrix_to_euler, similarity_align
 from face3d.topology import load_topology
@@ -28,6 +27,7 @@ from models.networks.render import (
     sample_target_poses,
     training_pair,
 )
+from util.op_count import OpCounter
 
 CROP = 256
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
@@ -535,9 +535,9 @@ def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(mesh, monk
         recorded = training_pair(*args, mesh)
     assert len(plan.sizes) == 1  # the views at a and b, in one call
     assert recorded["mask"].mean() > 0.15 and recorded["hidden_b"].sum() > 0  # a real pair
-    with HostSyncs(monkeypatch) as syncs, plan.replay():
+    with OpCounter() as counter, plan.replay():
         replayed = training_pair(*args, mesh)
-    assert syncs.count == 0
+    assert counter.syncs == 0
     assert not bool(plan.overflowed())
     for k in recorded:
         if recorded[k] is not None:
