@@ -77,9 +77,7 @@ class RotateModel(nn.Module):
         return next(self.netG.parameters()).device
 
     def mesh_on(self, device) -> FaceMesh:
-        if self.mesh.triangles.device != device:
-            self.mesh = FaceMesh(self.mesh.triangles.to(device), self.mesh.mirror.to(device),
-                                 self.mesh.landmarks68.to(device))
+        self.mesh = self.mesh.to(device)
         return self.mesh
 
     # ------------------------------------------------------------------ data preparation
@@ -107,7 +105,9 @@ class RotateModel(nn.Module):
         ``generator`` (CPU) draws the random target poses, so the pair is reproducible."""
         dev = self.device
         b = {k: v.to(dev, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-        yaw_b, pitch_b = sample_target_poses(b["yaw"], b["pitch"], generator,
+        # Poses are drawn from the loader's CPU copies: reading them back from the device
+        # would make the host wait for the batch's transfer.
+        yaw_b, pitch_b = sample_target_poses(batch["yaw"], batch["pitch"], generator,
                                              self.opt.pose_noise, self.opt.large_pose,
                                              self.opt.pitch_noise)
         args = (b["image"], b["vertices"], b["rotation"], b["scale"], b["translation"],

@@ -459,6 +459,21 @@ def test_symmetric_fill_needs_mirror(astronaut):
         render_textured(f.image, f.vertices, f.vertices, bare, symmetric_fill=True)
 
 
+def test_face_mesh_to_moves_every_part_once():
+    """FaceMesh.to keeps the mesh where it is asked to be (the meta device stands in for a
+    GPU here) and returns the same object when it is already there, so the rasteriser's
+    per-mesh checks are not redone on every call."""
+    mesh = FaceMesh.mediapipe()
+    assert mesh.to("cpu") is mesh and mesh.to(torch.device("cpu")) is mesh
+    moved = mesh.to("meta")
+    for part in (moved.triangles, moved.mirror, moved.landmarks68):
+        assert part.device.type == "meta"
+    assert moved.to("meta") is moved
+    assert moved.triangles.shape == mesh.triangles.shape
+    bare = FaceMesh(mesh.triangles).to("meta")
+    assert bare.mirror is None and bare.landmarks68 is None
+
+
 # ------------------------------------------------------------------------- batch, devices
 def _three(faces):
     names = ["astronaut", "grace_hopper"]

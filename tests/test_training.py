@@ -511,6 +511,8 @@ def test_render_graph_gives_the_same_pairs(device):
         model = create_model(opt).to(device)
         pairs[bool(flag)] = [model.make_pair(batch, torch.Generator().manual_seed(k))
                              for k in range(3)]
+    assert model.mesh_on(torch.device(device)) is model.mesh_on(torch.device(device))
+    assert model.mesh.triangles.device.type == device
     for eager, graphed in zip(pairs[False], pairs[True]):
         for k, v in eager.items():
             if isinstance(v, torch.Tensor):

@@ -27,8 +27,11 @@ class OpCounter(TorchDispatchMode):
     def __enter__(self):
         tolist = self._tolist = torch.Tensor.tolist
 
-        def counted(t):  # .tolist() of a CPU tensor is not dispatched: spy on it directly
-            self.syncs += 1
+        def counted(t):
+            # .tolist() of a CPU tensor is not dispatched: spy on it directly. Elsewhere it
+            # dispatches a copy to the host, counted below; counting it here too would count
+            # one sync twice.
+            self.syncs += t.device.type == "cpu"
             return tolist(t)
 
         torch.Tensor.tolist = counted

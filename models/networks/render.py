@@ -49,6 +49,16 @@ class FaceMesh:
         triangles = np.concatenate([t["triangles"], t["fill_triangles"]])
         return cls(triangles, t["mirror"], t["landmarks68"], device)
 
+    def to(self, device) -> FaceMesh:
+        """This topology on ``device``; itself when it is already there, so that per-mesh
+        work cached by the rasteriser (the face-range check) is not repeated."""
+        triangles = self.triangles.to(device)
+        if triangles is self.triangles:
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return FaceMesh(triangles, move(self.mirror), move(self.landmarks68),
+                        device=triangles.device)
+
 
 @dataclass
 class Rendered:
