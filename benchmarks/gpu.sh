@@ -16,4 +16,4 @@ $PY benchmarks/render.py --device cuda --no-bfm
 [ "${1:-all}" = render ] && exit 0
 $PY benchmarks/test.py --device cuda --generator_only
 $PY benchmarks/train.py --config default --device cuda --batch 8 --iters 10
-$PY benchmarks/train.py --config default --device cuda --batch 8 --iters 10 -- --render_graph
+$PY benchmarks/train.py --config default --device cuda --batch 8 --iters 10 -- --no_render_graph

@@ -109,6 +109,8 @@ def bench(name: str, args, vgg_path: str | None) -> dict:
                load_s=round(med["load"], 4),
                iters_per_s=round(1 / med["total"], 3),
                images_per_s=round(batch / med["total"], 3))
+    graphed = getattr(model, "_graphed_pair", None)
+    out["render_graph_captures"] = graphed.captures if graphed is not None else 0
     if device.type == "cuda":
         out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         out["gpu"] = torch.cuda.get_device_name(device)
@@ -159,6 +161,8 @@ def main(argv=None) -> int:
                 continue
             mem = (f", peak {r['peak_memory_gib']} GiB on {r['gpu']}"
                    if "peak_memory_gib" in r else f", {r['threads']} threads")
+            if r["render_graph_captures"]:
+                mem += f"; pairs rendered by a CUDA graph, {r['render_graph_captures']} capture(s)"
             print(f"{name:>8} {r['model']} {r['crop_size']}px batch {r['batch']} on "
                   f"{r['device']}{' +VGG' if r['vgg'] else ''}: "
                   f"{r['iters_per_s']:.3f} it/s, {r['images_per_s']:.3f} images/s "

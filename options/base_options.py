@@ -23,6 +23,7 @@ RETIRED_FLAGS = {
     "--render_thread": "rendering runs inside the training step on the training device",
     "--device_count": "the number of GPUs is torchrun's --nproc_per_node",
     "--chunk_size": "torchrun's DistributedSampler splits every batch across processes",
+    "--render_graph": "CUDA graphs are the default on CUDA; --no_render_graph turns them off",
 }
 
 

@@ -23,8 +23,9 @@ import torch
 
 import train
 from data import ResumableSampler, create_dataloader, create_dataset
-from data.landmark_map import label_mask
+from data.landmark_map import gaussian_blur, label_mask, landmark_map
 from models import create_model
+from models.networks.cuda_graph import CudaGraphed
 from options.base_options import RETIRED_FLAGS
 from options.train_options import TrainOptions
 from trainers.trainer import Trainer
@@ -472,6 +473,50 @@ def test_label_mask_region():
     assert label_mask(lm, 64, radius=6.0).sum() > m.sum()
 
 
+@pytest.mark.parametrize("shape,sigma", [((2, 5, 64, 48), 3.0), ((1, 2, 40, 40), 1.5),
+                                         ((1, 1, 30, 31), 0.7), ((1, 1, 9, 7), 3.0),
+                                         ((1, 1, 1, 5), 2.0)])
+def test_gaussian_blur_matches_opencv(shape, sigma):
+    """The GPU path of the landmark maps blurs as OpenCV does on the CPU, including kernels
+    wider than the image (reflect-101 border)."""
+    import cv2
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    ref = np.stack([[cv2.GaussianBlur(c.numpy(), (0, 0), sigma) for c in im] for im in x])
+    assert np.abs(gaussian_blur(x, sigma).numpy() - ref).max() < 1e-6
+
+
+def _face_landmarks(size):
+    t = np.linspace(0, 1, 68)
+    return torch.from_numpy(np.stack([0.2 + 0.6 * t, 0.5 + 0.3 * np.sin(6 * t)], 1)
+                            * size).float()[None]
+
+
+def test_landmark_map_parts_and_blur():
+    lm = _face_landmarks(64)
+    maps = landmark_map(lm, 64)
+    assert maps.shape == (1, 5, 64, 64) and maps.dtype == torch.float32
+    assert torch.allclose(maps.amax(dim=(2, 3)), torch.ones(1, 5))
+    x, y = lm[0, 8].round().long().tolist()   # a jaw point: in the jaw channel only
+    assert maps[0, 0, y, x] > 0.5 and maps[0, 4, y, x] < 0.01
+    hard = landmark_map(lm, 64, gaussian=False)
+    assert (hard > 0).sum() < (maps > 0.01).sum() / 3          # the blur widens the curves
+    merged = landmark_map(lm, 64, label_nc=1, gaussian=False)
+    assert merged.shape == (1, 1, 64, 64)
+    assert torch.equal(merged[0, 0] > 0, (hard[0] > 0).any(0))
+    with pytest.raises(ValueError, match="label_nc"):
+        landmark_map(lm, 64, label_nc=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_landmark_map_cuda_matches_cpu():
+    lm = _face_landmarks(256).expand(3, -1, -1)
+    cpu = landmark_map(lm, 256)
+    cuda = landmark_map(lm.cuda(), 256)
+    assert cuda.device.type == "cuda"
+    assert (cuda.cpu() - cpu).abs().max() < 1e-5
+
+
 # -------------------------------------------------------------------------------- learning
 def test_generator_learns_a_fixed_batch():
     """On one fixed batch, G's L1 to the real photos halves within a few hundred Adam steps
@@ -499,18 +544,20 @@ def test_generator_learns_a_fixed_batch():
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA not available"))])
 def test_render_graph_gives_the_same_pairs(device):
-    """--render_graph replays the pair render as a CUDA graph on CUDA (ignored on the CPU):
-    the pairs must be exactly those of the eager render, call after call."""
+    """On CUDA the pair render is replayed as a CUDA graph unless --no_render_graph (ignored
+    on the CPU): the pairs must be exactly those of the eager render, call after call."""
     base = TINY + ["--model", "rotatespade", "--serial_batches", "--no_vgg_loss", "--device",
                    device]
     batch = next(iter(create_dataloader(TrainOptions().parse(base))))
     pairs = {}
-    for flag in ([], ["--render_graph"]):
+    for flag in (["--no_render_graph"], []):
         opt = TrainOptions().parse(base + flag)
-        assert opt.render_graph == bool(flag)
+        assert opt.no_render_graph == bool(flag)
         model = create_model(opt).to(device)
-        pairs[bool(flag)] = [model.make_pair(batch, torch.Generator().manual_seed(k))
-                             for k in range(3)]
+        renderer = model._pair_renderer(torch.device(device))
+        assert isinstance(renderer, CudaGraphed) == (device == "cuda" and not flag)
+        pairs[not flag] = [model.make_pair(batch, torch.Generator().manual_seed(k))
+                           for k in range(3)]
     assert model.mesh_on(torch.device(device)) is model.mesh_on(torch.device(device))
     assert model.mesh.triangles.device.type == device
     for eager, graphed in zip(pairs[False], pairs[True]):
