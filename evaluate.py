@@ -92,7 +92,14 @@ from face3d.imageio import ImageReadError, read_image
 from models.networks.render import FaceMesh, rotated_view, sample_target_poses, training_pair
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
-from test import collect_inputs, load_generator, pose_name, render_poses, to_tensors
+from test import (
+    collect_inputs,
+    load_generator,
+    pose_name,
+    render_poses,
+    require_photos,
+    to_tensors,
+)
 from util import metrics
 from util.checkpoint import CheckpointError, checkpoint_path
 from util.html import HTMLPage
@@ -177,7 +184,8 @@ def sample(items: list, n: int, seed: int) -> list:
 def select_photos(opt) -> list[tuple[str, str, str | None]]:
     """[(relpath, image path, fit path or None)]: a --seed sample of --max_photos photos of
     the --img folders or of the dataset's (sorted) list. Photos without a fit file are
-    fitted on the fly, so no dataset-wide fitting pass is needed."""
+    fitted on the fly, so no dataset-wide fitting pass is needed. A ValueError when there
+    is no photo."""
     if opt.img:
         items, _ = collect_inputs(opt)
         return sample(items, opt.max_photos, opt.seed)
@@ -202,7 +210,7 @@ def select_photos(opt) -> list[tuple[str, str, str | None]]:
         fit_path = fit_path_for(r, entry["fits_dir"])
         items.append((r, os.path.join(entry["prefix"], r),
                       fit_path if os.path.exists(fit_path) else None))
-    return sample(items, opt.max_photos, opt.seed)
+    return sample(require_photos(items), opt.max_photos, opt.seed)
 
 
 class Fitting:
@@ -781,9 +789,6 @@ def main(argv: list[str] | None = None) -> int:
         photos = select_photos(opt)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not photos:
-        print("error: no input photos (empty --img folder or dataset range)", file=sys.stderr)
         return 2
     print(f"scoring {len(photos)} photos x {len(opt.yaw_poses)} yaws in modes "
           f"{', '.join(modes)} -> {out_dir}")

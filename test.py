@@ -80,9 +80,17 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
     return model, f"generator from {path} (iteration {state.get('iteration', '?')})"
 
 
+def require_photos(items: list) -> list:
+    """``items``, or a ValueError when there are none (test.py and evaluate.py refuse to run
+    on nothing)."""
+    if not items:
+        raise ValueError("no input photos (empty --img folder or dataset range)")
+    return items
+
+
 def collect_inputs(opt) -> tuple[list[tuple[str, str, str | None]], str]:
     """[(relpath, image path, fit path or None)], prefix. Photos given with --img are fitted
-    on the fly; dataset photos use their fits."""
+    on the fly; dataset photos use their fits. A ValueError when there is no photo."""
     if opt.img:
         from face3d.imageio import list_images
 
@@ -92,15 +100,15 @@ def collect_inputs(opt) -> tuple[list[tuple[str, str, str | None]], str]:
                 items += [(rel, os.path.join(given, rel), None) for rel in list_images(given)]
             else:  # a missing or odd file is reported per photo, not as a crash
                 items.append((os.path.basename(given), given, None))
-        return items, ""
+        return require_photos(items), ""
     from data.allface_dataset import prepare_dataset
     from data.registry import adhoc_dataset, get_dataset
 
     entry = adhoc_dataset(opt.dataroot) if opt.dataroot else get_dataset(opt.dataset)
     rel = prepare_dataset(entry, opt.dataroot or opt.dataset, workers=max(1, opt.nThreads),
                           start=opt.list_start, end=opt.list_end)
-    return [(r, os.path.join(entry["prefix"], r), fit_path_for(r, entry["fits_dir"]))
-            for r in rel], entry["prefix"]
+    return require_photos([(r, os.path.join(entry["prefix"], r),
+                            fit_path_for(r, entry["fits_dir"])) for r in rel]), entry["prefix"]
 
 
 def poses(opt) -> list[tuple[float, float | None]]:
@@ -155,9 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         items, _ = collect_inputs(opt)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not items:
-        print("error: no input photos (empty --img folder or dataset range)", file=sys.stderr)
         return 2
     out_dir = os.path.join(opt.results_dir, opt.name)
     os.makedirs(out_dir, exist_ok=True)

@@ -428,6 +428,18 @@ def test_generator_mode_needs_a_checkpoint(tmp_path, capsys):
     assert "needs a checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("source", ["img", "dataset"])
+def test_no_photos_is_one_line_error(source, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    given = (["--img", str(tmp_path / "empty")] if source == "img"
+             else ["--dataset", "example", "--list_start", "50", "--list_end", "60"])
+    rc = evaluate.main(given + ["--mode", "render", "--out", str(tmp_path / "out"),
+                                "--device", "cpu", "--no_identity"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no input photos" in err and len(err.strip().splitlines()) == 1
+
+
 def test_quick_eval(tiny_checkpoint, example_dir):
     from models import create_model
     from options.train_options import TrainOptions
