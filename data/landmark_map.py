@@ -48,13 +48,14 @@ def landmark_map(landmarks, size: int, label_nc: int = NUM_PARTS, heatmap_size: 
             c = channel if label_nc == NUM_PARTS else 0
             cv2.polylines(out[b, c], [p[lo:hi + 1]], closed, 1.0, 1, cv2.LINE_AA, shift)
     blur = gaussian and heatmap_size > 0
-    if blur and torch.device(device).type == "cpu":  # OpenCV's blur is the faster one here
+    on_cpu = torch.device(device).type == "cpu"
+    if blur and on_cpu:  # OpenCV's blur is the faster one here
         for image in out:
             for c, channel in enumerate(image):
                 blurred = cv2.GaussianBlur(channel, (0, 0), heatmap_size)
                 image[c] = blurred / max(float(blurred.max()), 1e-6)
     maps = torch.from_numpy(out).to(device)
-    if blur and maps.device.type != "cpu":
+    if blur and not on_cpu:
         maps = gaussian_blur(maps, heatmap_size)
         maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
     return maps
