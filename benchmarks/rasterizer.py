@@ -1,4 +1,4 @@
-"""Throughput of models/networks/rasterizer.py: rasterize + a 2-channel interpolate.
+"""Throughput of render/rasterizer.py: rasterize + a 2-channel interpolate.
 
 Prints images/s at 256x256 for batch 1, 8 and 32 on two synthetic meshes:
 ``face``  ~470 vertices / ~880 triangles, a hemisphere over the central 60% of the image
@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.networks.rasterizer import interpolate, rasterize  # noqa: E402
+from render.rasterizer import interpolate, rasterize  # noqa: E402
 
 
 def grid_faces(n: int) -> torch.Tensor:

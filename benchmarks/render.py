@@ -1,4 +1,4 @@
-"""Throughput of the renderer (models/networks/render.py) on real fitted faces.
+"""Throughput of the renderer (render/renderer.py) on real fitted faces.
 
 Prints images/s at SIZE x SIZE (default 256) for batch 1, 8 and 32 of
 
@@ -15,7 +15,7 @@ Prints images/s at SIZE x SIZE (default 256) for batch 1, 8 and 32 of
 and, for each, the time spent in ``rasterize`` alone, so rasteriser and renderer costs can
 be told apart, and the number of PyTorch operations (kernel launches, roughly) and host syncs
 one call makes. On CUDA the MediaPipe renders and the pairs are also timed replayed as CUDA
-graphs (models/networks/cuda_graph.py), after checking that the graph's output equals the
+graphs (render/cuda_graph.py), after checking that the graph's output equals the
 eager one. Median of ``--repeats`` timed runs after warm-up.
 
     python benchmarks/render.py [--device auto|cpu|cuda] [--size 256] [--repeats 7]
@@ -37,9 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.networks.cuda_graph import CudaGraphed  # noqa: E402
-from models.networks.rasterizer import rasterize  # noqa: E402
-from models.networks.render import (  # noqa: E402
+from render.cuda_graph import CudaGraphed  # noqa: E402
+from render.rasterizer import rasterize  # noqa: E402
+from render.renderer import (  # noqa: E402
     FaceMesh,
     render_textured,
     rotate_vertices,
@@ -183,7 +183,7 @@ def with_strategy(strategy: str, fn):
     """``fn`` run with the rasteriser's default strategy replaced by ``strategy``."""
     from unittest import mock
 
-    from models.networks import rasterizer
+    from render import rasterizer
 
     def run():
         with mock.patch.object(rasterizer, "default_strategy", lambda device: strategy):

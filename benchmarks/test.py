@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from face3d.align import align  # noqa: E402
 from face3d.imageio import read_image  # noqa: E402
-from models.networks.render import FaceMesh  # noqa: E402
+from render.renderer import FaceMesh  # noqa: E402
 from util.visualizer import to_uint8  # noqa: E402
 
 LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",

@@ -8,7 +8,7 @@ Fields of :func:`load_topology` (all numpy arrays):
 * ``triangles`` (852, 3) int64: the surface, consistently wound so that triangles facing
   the camera have NEGATIVE doubled signed area (x1 - x0)(y2 - y0) - (y1 - y0)(x2 - x0) in
   the y-down image frame: counter-clockwise on screen, normal toward the camera (the
-  rasteriser's front-facing convention, see models/networks/rasterizer.py).
+  rasteriser's front-facing convention, see render/rasterizer.py).
 * ``fill_triangles`` (46, 3) int64: extra triangles that close the two eyes and the mouth
   (the tessellation leaves them open), wound the same way; renderers use both lists.
 * ``canonical`` (468, 3) float32: the mean frontal face in the camera frame (x right,

@@ -24,10 +24,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from data.landmark_map import label_mask, landmark_map
 from models import networks
-from models.networks.cuda_graph import CudaGraphed
-from models.networks.render import FaceMesh, sample_target_poses, training_pair
+from models.landmark_map import label_mask, landmark_map
+from render.cuda_graph import CudaGraphed
+from render.renderer import FaceMesh, sample_target_poses, training_pair
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -51,7 +51,7 @@ class RotateModel(nn.Module):
                 "--no_render_graph", action="store_true",
                 help="render the training pairs eagerly. By default, on CUDA, the pair render "
                      "is replayed as a CUDA graph (one capture per batch shape, bit-identical "
-                     "output, see models/networks/cuda_graph.py), which launches far fewer "
+                     "output, see render/cuda_graph.py), which launches far fewer "
                      "kernels; ignored on the CPU")
         return parser
 

@@ -229,7 +229,7 @@ def test_pose_error_of_a_photo_against_itself(fitter, example_photos, example_fi
     from types import SimpleNamespace
 
     from face3d.align import align
-    from models.networks.render import FaceMesh
+    from render.renderer import FaceMesh
     from test import render_poses, to_tensors
     from util.visualizer import to_uint8
 

@@ -1,4 +1,4 @@
-"""Tests of models/networks/rasterizer.py: coverage rule, z-buffer, barycentrics, edge cases.
+"""Tests of render/rasterizer.py: coverage rule, z-buffer, barycentrics, edge cases.
 
 Every test runs with both strategies (compact, the CPU's default, and dense, the GPU's),
 selected through ``default_strategy``; the strategy-specific tests come at the end.
@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from models.networks import rasterizer
-from models.networks.rasterizer import STRATEGIES, Fragments, SizingPlan, interpolate, rasterize
+from render import rasterizer
+from render.rasterizer import STRATEGIES, Fragments, SizingPlan, interpolate, rasterize
 from util.op_count import OpCounter
 
 
@@ -424,7 +424,7 @@ def test_extreme_depths_are_ordered_and_never_nan():
 
 
 def test_default_chunk_size():
-    from models.networks.rasterizer import default_max_chunk_pixels
+    from render.rasterizer import default_max_chunk_pixels
 
     assert default_max_chunk_pixels("cpu") >= 1 << 20
     gen = torch.Generator().manual_seed(2)

@@ -1,4 +1,4 @@
-"""The renderer (models/networks/render.py) on real fitted photos.
+"""The renderer (render/renderer.py) on real fitted photos.
 
 The built-in example photos (astronaut, Grace Hopper) are fitted with MediaPipe and aligned
 to a 256 crop once per module; a few LFW photos join them when ../shared/data/lfw exists
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from face3d.pose import euler_to_matrix, matrix_to_euler, similarity_align
 from face3d.topology import load_topology
-from models.networks.rasterizer import interpolate, rasterize
-from models.networks.render import (
+from render.rasterizer import interpolate, rasterize
+from render.renderer import (
     FaceMesh,
     render_textured,
     rotate_vertices,
@@ -523,7 +523,7 @@ def _pair_args(faces_):
 
 
 def test_dense_strategy_renders_identically(faces, mesh, monkeypatch):
-    from models.networks import rasterizer
+    from render import rasterizer
 
     args = _pair_args(faces)
     compact = training_pair(*args, mesh, symmetric_fill=True)
@@ -540,8 +540,8 @@ def test_dense_strategy_renders_identically(faces, mesh, monkeypatch):
 
 def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(mesh, monkeypatch):
     """What a CUDA graph needs of the whole pair: fixed sizes and no host sync."""
-    from models.networks import rasterizer
-    from models.networks.rasterizer import SizingPlan
+    from render import rasterizer
+    from render.rasterizer import SizingPlan
 
     monkeypatch.setattr(rasterizer, "default_strategy", lambda device: "dense")
     args = synthetic_pair_args()
@@ -583,7 +583,7 @@ def test_cpu_and_cuda_agree(mesh):
 
 
 def test_cuda_graphed_runs_eagerly_off_cuda_and_checks_its_arguments():
-    from models.networks.cuda_graph import CudaGraphed
+    from render.cuda_graph import CudaGraphed
 
     fn = CudaGraphed(lambda x, y: {"sum": x + y, "none": None, "pair": (x, y * 2)})
     out = fn(torch.ones(2), torch.full((2,), 3.0))
@@ -595,7 +595,7 @@ def test_cuda_graphed_runs_eagerly_off_cuda_and_checks_its_arguments():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 def test_cuda_graph_replays_the_eager_render_and_recaptures_when_it_outgrows():
-    from models.networks.cuda_graph import CudaGraphed
+    from render.cuda_graph import CudaGraphed
 
     gpu_mesh = FaceMesh.mediapipe(device="cuda")
     args = [a.cuda() for a in synthetic_pair_args()]

@@ -23,11 +23,11 @@ import torch
 
 import train
 from data import ResumableSampler, create_dataloader, create_dataset
-from data.landmark_map import gaussian_blur, label_mask, landmark_map
 from models import create_model
-from models.networks.cuda_graph import CudaGraphed
+from models.landmark_map import gaussian_blur, label_mask, landmark_map
 from options.base_options import RETIRED_FLAGS
 from options.train_options import TrainOptions
+from render.cuda_graph import CudaGraphed
 from trainers.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

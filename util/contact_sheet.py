@@ -67,7 +67,7 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     from face3d.align import align
     from face3d.draw import draw_fit
     from face3d.fitter import MediaPipeFitter
-    from models.networks.render import FaceMesh, rotated_view
+    from render.renderer import FaceMesh, rotated_view
 
     if fitter is None:
         with MediaPipeFitter() as fitter:

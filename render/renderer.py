@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from face3d.pose import euler_to_matrix
-from models.networks import rasterizer
-from models.networks.rasterizer import Fragments, rasterize
+from render import rasterizer
+from render.rasterizer import Fragments, rasterize
 
 
 class FaceMesh:

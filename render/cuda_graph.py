@@ -4,7 +4,7 @@ At 256 px and batch 8 a textured render costs well under a millisecond of GPU wo
 ~1,000 kernel launches, each several microseconds of Python and driver time, so eager mode
 is bound by launches, not by the GPU. A CUDA graph records the kernels once and replays them
 with one call. It needs fixed shapes and no host syncs, which the dense rasteriser provides
-under a :class:`~models.networks.rasterizer.SizingPlan`.
+under a :class:`~render.rasterizer.SizingPlan`.
 
     render = CudaGraphed(lambda img, src, dst: training_pair(img, src, ..., mesh))
     out = render(img, src, dst)   # first call per input shapes: eager, then captured
@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from models.networks.rasterizer import SizingPlan
+from render.rasterizer import SizingPlan
 
 __all__ = ["CudaGraphed"]
 

@@ -67,7 +67,7 @@ Strategies (``strategy=``; both give bit-identical results, tested):
   (one per chunk of spans when there are several), and under a :class:`SizingPlan` (fixed
   sizes with headroom and an overflow flag) none, so
   a whole render can be captured and replayed as a CUDA graph
-  (models/networks/cuda_graph.py). On a GPU, small renders are bound by kernel launches
+  (render/cuda_graph.py). On a GPU, small renders are bound by kernel launches
   and syncs, not arithmetic.
 """
 
