@@ -92,6 +92,7 @@ from face3d.imageio import ImageReadError, read_image
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh, rotated_view, sample_target_poses, training_pair
+from render.settings import RenderSettings
 from test import (
     collect_inputs,
     load_generator,
@@ -505,8 +506,8 @@ class Evaluation:
                 pairs[fill] = training_pair(
                     face["image"], face["vertices"], face["rotation"], face["scale"],
                     face["translation"], yaw_b.to(self.device), pitch_b.to(self.device),
-                    self.mesh, erode_kernel=opt.erode_kernel, background=opt.background,
-                    symmetric_fill=fill)
+                    self.mesh,
+                                            settings=RenderSettings.from_options(opt).replace(symmetric_fill=fill))
         mask = pairs[fills[0]]["mask"][0, 0].cpu().numpy() > 0.5
         if example is not None:
             example["recon"].append(("real", save_png(crop, os.path.join(
@@ -993,8 +994,8 @@ def quick_eval(model, photos, device, yaws=(-45.0, 0.0, 45.0), seed: int = 0,
                                                  opt.pitch_noise)
             pair = training_pair(tensors["image"], tensors["vertices"], tensors["rotation"],
                                  tensors["scale"], tensors["translation"], yaw_b.to(device),
-                                 pitch_b.to(device), mesh, erode_kernel=opt.erode_kernel,
-                                 background=opt.background, symmetric_fill=opt.symmetric_fill)
+                                 pitch_b.to(device), mesh,
+                                 settings=RenderSettings.from_options(opt))
             fake = generate(pair["input"], pair["landmarks_a"], yaw_b)
             real_u8, fake_u8, inp_u8 = (to_uint8(pair["real"]), to_uint8(fake),
                                         to_uint8(pair["input"]))
@@ -1014,9 +1015,8 @@ def quick_eval(model, photos, device, yaws=(-45.0, 0.0, 45.0), seed: int = 0,
                 yaw = torch.full((n,), float(y), device=device)
                 view = rotated_view(tensors["image"], tensors["vertices"], tensors["rotation"],
                                     tensors["scale"], tensors["translation"], yaw,
-                                    tensors["pitch"], mesh, erode_kernel=opt.erode_kernel,
-                                    background=opt.background,
-                                    symmetric_fill=opt.symmetric_fill)
+                                    tensors["pitch"], mesh,
+                                    settings=RenderSettings.from_options(opt))
                 imgs = to_uint8(generate(view["image"], view["landmarks"], tensors["yaw"]))
                 fits = [fitting.try_fit(np.ascontiguousarray(im)) for im in imgs]
                 fitted = [None if f is None else f.yaw for f in fits]

@@ -37,6 +37,7 @@ from face3d.imageio import ImageReadError, read_image
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh, rotated_view
+from render.settings import RenderSettings
 from util.checkpoint import (
     CheckpointError,
     adopt_options,
@@ -136,8 +137,8 @@ def render_poses(face: dict, pose_list, mesh: FaceMesh, opt) -> dict:
     pitch = torch.tensor([face["pitch"] if p is None else p for _, p in pose_list], device=dev)
     rep = {k: v.expand(n, *v.shape[1:]) for k, v in face.items() if torch.is_tensor(v)}
     return rotated_view(rep["image"], rep["vertices"], rep["rotation"], rep["scale"],
-                        rep["translation"], yaw, pitch, mesh, erode_kernel=opt.erode_kernel,
-                        background=opt.background, symmetric_fill=opt.symmetric_fill)
+                        rep["translation"], yaw, pitch, mesh,
+                        settings=RenderSettings.from_options(opt))
 
 
 def save_png(array: np.ndarray, path: str):

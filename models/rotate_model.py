@@ -28,6 +28,7 @@ from models import networks
 from models.landmark_map import label_mask, landmark_map
 from render.cuda_graph import CudaGraphed
 from render.renderer import FaceMesh, sample_target_poses, training_pair
+from render.settings import RenderSettings
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -130,8 +131,7 @@ class RotateModel(nn.Module):
         mesh, opt = self.mesh_on(device), self.opt
 
         def render(*args):
-            return training_pair(*args, mesh, erode_kernel=opt.erode_kernel,
-                                 background=opt.background, symmetric_fill=opt.symmetric_fill)
+            return training_pair(*args, mesh, settings=RenderSettings.from_options(opt))
 
         if getattr(opt, "no_render_graph", True) or device.type != "cuda":
             return render

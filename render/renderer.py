@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from face3d.pose import euler_to_matrix
 from render import rasterizer
 from render.rasterizer import Fragments, rasterize
+from render.settings import RenderSettings
 
 
 class FaceMesh:
@@ -299,11 +300,14 @@ def composite(render: Rendered, mask, background):
 
 # ------------------------------------------------------------------------ the two products
 def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
-                 erode_kernel: int = 0, background: str = "avg", symmetric_fill: bool = False,
-                 per_vertex: bool = False) -> dict:
+                 settings: RenderSettings | None = None, per_vertex: bool = False) -> dict:
     """Test time: the photo's face turned to (yaw, pitch), rendered with the photo's texture.
+    ``settings`` defaults to no erosion (a view shows the whole rendered face).
 
     Returns image (background-filled), mask, hidden, filled and landmarks (B, 68, 2)."""
+    settings = RenderSettings(erode_kernel=0) if settings is None else settings
+    erode_kernel, background = settings.erode_kernel, settings.background
+    symmetric_fill = settings.symmetric_fill
     dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
     src, dst_frags = rasterize_views(mesh.triangles, *image.shape[-2:], vertices, dst)
     r = render_textured(image, vertices, dst, mesh, src_fragments=src, dst_fragments=dst_frags,
@@ -315,9 +319,9 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
 
 
 def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
-                  mesh: FaceMesh, erode_kernel: int = 19, background: str = "avg",
-                  symmetric_fill: bool = False) -> dict:
-    """The self-supervised pair of the paper for a batch of aligned photos at pose a.
+                  mesh: FaceMesh, settings: RenderSettings | None = None) -> dict:
+    """The self-supervised pair of the paper for a batch of aligned photos at pose a
+    (``settings`` defaults to the training defaults, ``RenderSettings()``).
 
     Rotate a->b with the photo's texture, re-texture the mesh from that render, rotate back
     to a. Returns:
@@ -329,6 +333,9 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
       rotated:      the a->b render (background-filled), for the rotated-mesh GAN step;
       mask_b, landmarks_a, landmarks_b (B, 68, 2), vertices_b.
     """
+    settings = RenderSettings() if settings is None else settings
+    erode_kernel, background = settings.erode_kernel, settings.background
+    symmetric_fill = settings.symmetric_fill
     H, W = image.shape[-2:]
     tri = mesh.triangles
     verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)

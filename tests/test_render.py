@@ -27,6 +27,7 @@ from render.renderer import (
     sample_target_poses,
     training_pair,
 )
+from render.settings import RenderSettings
 from util.op_count import OpCounter
 
 CROP = 256
@@ -280,7 +281,7 @@ def test_sample_target_poses_ranges(large_pose, lo, hi):
 # --------------------------------------------------------------------------- training pair
 def _pair(face, mesh, yaw_b, pitch_b=None, **kw):
     pitch_b = face.pitch if pitch_b is None else pitch_b
-    return training_pair(face.image, *face.pose, yaw_b, pitch_b, mesh, **kw)
+    return training_pair(face.image, *face.pose, yaw_b, pitch_b, mesh, RenderSettings(**kw))
 
 
 def test_training_pair_is_pure(astronaut, mesh):
@@ -394,7 +395,7 @@ def test_symmetric_fill_fills_hidden_pixels(faces, mesh):
         f = faces[name]
         for yaw in (60.0, -60.0):
             v = rotated_view(f.image, *f.pose, torch.tensor([yaw]), f.pitch, mesh,
-                             symmetric_fill=True)
+                             settings=RenderSettings(erode_kernel=0, symmetric_fill=True))
             plain = rotated_view(f.image, *f.pose, torch.tensor([yaw]), f.pitch, mesh)
             filled, hidden = v["filled"].bool(), v["hidden"].bool()
             # A near-frontal photo hides both sides alike, so only some pixels can be fixed.
@@ -410,7 +411,8 @@ def _turned_source(face, mesh, yaw):
     """The photo's face rendered at ``yaw`` (a non-frontal source photo) and its pose."""
     roll = torch.tensor([face.fit.roll], dtype=torch.float32)
     yaw = torch.tensor([yaw])
-    v = rotated_view(face.image, *face.pose, yaw, face.pitch, mesh, background="grey")
+    v = rotated_view(face.image, *face.pose, yaw, face.pitch, mesh,
+                     settings=RenderSettings(erode_kernel=0, background="grey"))
     rotation = euler_to_matrix(yaw, face.pitch, roll)
     return v["image"], v["vertices"], rotation
 
@@ -419,7 +421,7 @@ def test_symmetric_fill_repairs_most_of_a_turned_source(astronaut, mesh):
     f = astronaut
     image, verts, rotation = _turned_source(f, mesh, -25.0)
     v = rotated_view(image, verts, rotation, f.scale, f.translation, torch.tensor([45.0]),
-                     f.pitch, mesh, symmetric_fill=True)
+                     f.pitch, mesh, settings=RenderSettings(erode_kernel=0, symmetric_fill=True))
     filled, hidden = v["filled"].sum().item(), v["hidden"].sum().item()
     print(f"\nsource yaw -25 -> +45: {filled:.0f} of {hidden:.0f} hidden px filled")
     assert hidden > 1000 and filled > 0.5 * hidden
@@ -487,15 +489,16 @@ def test_batched_equals_per_sample(faces, mesh):
     yaw_b = torch.tensor([45.0, -50.0, 25.0])
     pitch_b = b["pitch"] + torch.tensor([0.0, 10.0, -10.0])
     args = (b["image"], b["vertices"], b["rotation"], b["scale"], b["translation"])
-    pair = training_pair(*args, yaw_b, pitch_b, mesh, symmetric_fill=True)
-    view = rotated_view(*args, yaw_b, pitch_b, mesh, erode_kernel=5, symmetric_fill=True)
+    pair = training_pair(*args, yaw_b, pitch_b, mesh, settings=RenderSettings(symmetric_fill=True))
+    view = rotated_view(*args, yaw_b, pitch_b, mesh,
+                        settings=RenderSettings(erode_kernel=5, symmetric_fill=True))
     for i, f in enumerate(three):
         one = training_pair(f.image, *f.pose, yaw_b[i:i + 1], pitch_b[i:i + 1], mesh,
-                            symmetric_fill=True)
+                            settings=RenderSettings(symmetric_fill=True))
         for k in one:
             assert torch.equal(pair[k][i:i + 1], one[k]), (f.name, k)
         one = rotated_view(f.image, *f.pose, yaw_b[i:i + 1], pitch_b[i:i + 1], mesh,
-                           erode_kernel=5, symmetric_fill=True)
+                           settings=RenderSettings(erode_kernel=5, symmetric_fill=True))
         for k in one:
             assert torch.equal(view[k][i:i + 1], one[k]), (f.name, k)
 
@@ -526,11 +529,11 @@ def test_dense_strategy_renders_identically(faces, mesh, monkeypatch):
     from render import rasterizer
 
     args = _pair_args(faces)
-    compact = training_pair(*args, mesh, symmetric_fill=True)
-    view_c = rotated_view(*args, mesh, erode_kernel=5, per_vertex=True)
+    compact = training_pair(*args, mesh, settings=RenderSettings(symmetric_fill=True))
+    view_c = rotated_view(*args, mesh, per_vertex=True, settings=RenderSettings(erode_kernel=5))
     monkeypatch.setattr(rasterizer, "default_strategy", lambda device: "dense")
-    dense = training_pair(*args, mesh, symmetric_fill=True)
-    view_d = rotated_view(*args, mesh, erode_kernel=5, per_vertex=True)
+    dense = training_pair(*args, mesh, settings=RenderSettings(symmetric_fill=True))
+    view_d = rotated_view(*args, mesh, per_vertex=True, settings=RenderSettings(erode_kernel=5))
     for k in compact:
         if compact[k] is not None:
             assert torch.equal(compact[k], dense[k]), k
@@ -563,9 +566,10 @@ def test_training_pair_replays_under_a_sizing_plan_without_host_syncs(mesh, monk
 def test_cpu_and_cuda_agree(mesh):
     args = synthetic_pair_args()
     image, vertices = args[:2]
-    cpu = training_pair(*args, mesh, symmetric_fill=True)
+    cpu = training_pair(*args, mesh, settings=RenderSettings(symmetric_fill=True))
     gpu_mesh = FaceMesh.mediapipe(device="cuda")
-    gpu = training_pair(*[a.cuda() for a in args], gpu_mesh, symmetric_fill=True)
+    gpu = training_pair(*[a.cuda() for a in args], gpu_mesh,
+                        settings=RenderSettings(symmetric_fill=True))
     verts_b = cpu["vertices_b"]
     torch.testing.assert_close(gpu["vertices_b"].cpu(), verts_b, atol=1e-3, rtol=0)
     # Same vertices on both devices -> the exact rasteriser gives the same triangle ids.
@@ -599,8 +603,9 @@ def test_cuda_graph_replays_the_eager_render_and_recaptures_when_it_outgrows():
 
     gpu_mesh = FaceMesh.mediapipe(device="cuda")
     args = [a.cuda() for a in synthetic_pair_args()]
-    graphed = CudaGraphed(lambda *a: training_pair(*a, gpu_mesh, symmetric_fill=True))
-    eager = training_pair(*args, gpu_mesh, symmetric_fill=True)
+    graphed = CudaGraphed(lambda *a: training_pair(*a, gpu_mesh,
+                                                   settings=RenderSettings(symmetric_fill=True)))
+    eager = training_pair(*args, gpu_mesh, settings=RenderSettings(symmetric_fill=True))
     for _ in range(3):  # recording, then replays
         got = graphed(*args)
         for k in eager:
@@ -611,7 +616,7 @@ def test_cuda_graph_replays_the_eager_render_and_recaptures_when_it_outgrows():
     big = list(args)
     big[3] = args[3] * 1.8  # scale
     big[1] = (args[1] - args[4][:, None]) * 1.8 + args[4][:, None]
-    want = training_pair(*big, gpu_mesh, symmetric_fill=True)
+    want = training_pair(*big, gpu_mesh, settings=RenderSettings(symmetric_fill=True))
     got = graphed(*big)
     assert graphed.captures == 2
     for k in want:

@@ -68,6 +68,7 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     from face3d.draw import draw_fit
     from face3d.fitter import MediaPipeFitter
     from render.renderer import FaceMesh, rotated_view
+    from render.settings import RenderSettings
 
     if fitter is None:
         with MediaPipeFitter() as fitter:
@@ -87,8 +88,9 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     yaw = torch.tensor([float(y) for y in yaws], device=device)
     pitch = torch.full((n,), float(fit.pitch), device=device)
     mesh = FaceMesh.mediapipe(device=device)
-    plain = rotated_view(*args, yaw, pitch, mesh, background="grey")
-    fill = rotated_view(*args, yaw, pitch, mesh, background="grey", symmetric_fill=True)
+    plain_settings = RenderSettings(erode_kernel=0, background="grey")
+    plain = rotated_view(*args, yaw, pitch, mesh, plain_settings)
+    fill = rotated_view(*args, yaw, pitch, mesh, plain_settings.replace(symmetric_fill=True))
 
     rows = [[crop.copy()], [draw_fit(crop, fit)], [np.full_like(crop, 40)]]
     _label(rows[0][0], f"input yaw {fit.yaw:+.0f} pitch {fit.pitch:+.0f}")

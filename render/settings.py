@@ -1,0 +1,54 @@
+"""How a face is rendered for the generator: one value, built once from the options and
+passed whole to every renderer call (training pairs, test-time views, evaluation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+BACKGROUNDS = ("avg", "grey")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Render settings of one run; a checkpoint records them so inference renders the
+    generator's input the way it was trained.
+
+    erode_kernel:   erode the rendered face mask by this many pixels (odd; 0 = none) so the
+                    blurry mesh border does not leak into the input;
+    background:     fill outside the face: its mean colour ('avg', the original's avg_BG)
+                    or mid-grey ('grey');
+    symmetric_fill: colour texels hidden in the source view from their mirror-symmetric
+                    point when that one was visible.
+    """
+
+    erode_kernel: int = 19
+    background: str = "avg"
+    symmetric_fill: bool = False
+
+    def __post_init__(self):
+        if self.erode_kernel < 0:
+            raise ValueError(f"erode_kernel must be >= 0, got {self.erode_kernel}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r}; choose one of: "
+                             f"{', '.join(BACKGROUNDS)}")
+
+    @classmethod
+    def from_options(cls, opt) -> RenderSettings:
+        """The settings named by a run's options (``--erode_kernel`` ...); every field is a
+        flag of the same name."""
+        return cls(**{f.name: getattr(opt, f.name) for f in dataclasses.fields(cls)
+                      if hasattr(opt, f.name)})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RenderSettings:
+        """From ``as_dict()`` (e.g. saved with a model); unknown keys are ignored so that a
+        file written by a newer version with more fields still loads."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> RenderSettings:
+        return dataclasses.replace(self, **changes)
