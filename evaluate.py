@@ -89,13 +89,13 @@ from tqdm import tqdm
 from face3d.align import align
 from face3d.fit import FitFileError, fit_path_for, load_fit
 from face3d.imageio import ImageReadError, read_image
+from models.inference import load_generator
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh, rotated_view, sample_target_poses, training_pair
 from render.settings import RenderSettings
 from test import (
     collect_inputs,
-    load_generator,
     pose_name,
     render_poses,
     require_photos,

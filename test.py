@@ -20,7 +20,6 @@ Without a checkpoint for --name, the rotated renders are written instead (mode `
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import os
@@ -34,51 +33,14 @@ from tqdm import tqdm
 from face3d.align import align
 from face3d.fit import FitFileError, fit_path_for, load_fit
 from face3d.imageio import ImageReadError, read_image
+from models.inference import load_generator
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh, rotated_view
 from render.settings import RenderSettings
-from util.checkpoint import (
-    CheckpointError,
-    adopt_options,
-    checkpoint_path,
-    load_checkpoint,
-    load_net,
-)
+from util.checkpoint import CheckpointError
 from util.html import HTMLPage
 from util.visualizer import to_uint8
-
-# Options that describe the run, not the trained network: never taken from a checkpoint.
-# (How the generator's input is rendered -- erode_kernel, background, symmetric_fill,
-# label_mask -- is taken from it, so test.py feeds G what it was trained on.)
-_RUN_OPTIONS = {"name", "checkpoints_dir", "which_epoch", "device", "batchSize", "nThreads",
-                "dataset", "dataroot", "dataset_mode", "seed", "serial_batches", "is_train",
-                "max_dataset_size"}
-
-
-def load_generator(opt, parser: argparse.ArgumentParser, device):
-    """(model or None, message). A checkpoint's own architecture options win over the
-    command line, with a warning for each conflict the user typed."""
-    path = checkpoint_path(opt)
-    if opt.render_only:
-        return None, "--render_only: writing rotated renders (mode=render)"
-    if not os.path.exists(path):
-        return None, (f"no checkpoint at {path}: writing rotated renders without a generator "
-                      "(mode=render)")
-    state = load_checkpoint(path)
-    saved = state.get("options", {})
-    for warning in adopt_options(opt, saved, parser, [k for k in saved if k not in _RUN_OPTIONS]):
-        print(f"warning: {warning}", file=sys.stderr)
-    from models import create_model
-
-    opt.is_train = False
-    model = create_model(opt)
-    if "netG" not in state["nets"]:
-        raise CheckpointError(f"{path} holds no generator (netG)")
-    load_net(model.netG, state["nets"]["netG"], "netG", path)
-    model.eval().to(device)
-    model.checkpoint_iteration = state.get("iteration")
-    return model, f"generator from {path} (iteration {state.get('iteration', '?')})"
 
 
 def require_photos(items: list) -> list:
