@@ -86,21 +86,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from data.photos import photos_in, require_photos
 from face3d.align import align
 from face3d.fit import FitFileError, fit_path_for, load_fit
 from face3d.imageio import ImageReadError, read_image
-from models.inference import load_generator
+from models.inference import face_tensors as to_tensors
+from models.inference import load_generator, rotate
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh, rotated_view, sample_target_poses, training_pair
 from render.settings import RenderSettings
-from test import (
-    collect_inputs,
-    pose_name,
-    render_poses,
-    require_photos,
-    to_tensors,
-)
 from util import metrics
 from util.checkpoint import CheckpointError, checkpoint_path
 from util.html import HTMLPage
@@ -188,8 +183,7 @@ def select_photos(opt) -> list[tuple[str, str, str | None]]:
     fitted on the fly, so no dataset-wide fitting pass is needed. A ValueError when there
     is no photo."""
     if opt.img:
-        items, _ = collect_inputs(opt)
-        return sample(items, opt.max_photos, opt.seed)
+        return sample(require_photos(photos_in(opt.img)), opt.max_photos, opt.seed)
     from data.allface_dataset import prepare_dataset
     from data.registry import adhoc_dataset, get_dataset
     from face3d.batch_fit import read_list
@@ -251,6 +245,10 @@ def load_photo(path: str, fit_path: str | None, fitting: Fitting):
 # ------------------------------------------------------------------------------ outputs
 
 
+def pose_name(yaw: float, pitch: float | None) -> str:
+    return f"yaw{yaw:+g}" + ("" if pitch is None else f"_pitch{pitch:+g}")
+
+
 def mode_options(opt, mode: str, gen_fill: bool):
     """A copy of ``opt`` whose symmetric_fill makes ``mode``'s input."""
     o = copy.copy(opt)
@@ -277,8 +275,8 @@ def run_generator(model, renders, landmarks, batch_size: int, autocast=None,
 def mode_outputs(face, pose_list, mesh, opt, mode, model, gen_fill, autocast=None,
                  source_yaw: float | None = None):
     """(outputs, renders, landmarks) of one face at every pose for one mode."""
-    with torch.no_grad():
-        view = render_poses(face, pose_list, mesh, mode_options(opt, mode, gen_fill))
+    view = rotate(face, pose_list, mesh,
+                  RenderSettings.from_options(mode_options(opt, mode, gen_fill)))
     renders = view["image"]
     outputs = renders
     if mode == "generator":

@@ -1,13 +1,26 @@
 """The inference library: load a generator for a run, and turn aligned photos into outputs
-at target poses. test.py, evaluate.py, training's quick evaluation and the contact sheet
-all go through here, so "how a face is rotated at test time" has one home."""
+at target poses. test.py, evaluate.py, training's quick evaluation, the contact sheet and
+benchmarks/test.py all go through here, so "how a face is rotated at test time" has one
+home:
+
+    model, message = load_generator(opt, parser, device)      # or None: renders only
+    face = face_tensors(crop, fit, device)                      # an aligned photo + its fit
+    views = rotate(face, [(30.0, None)], mesh, RenderSettings.from_options(opt), model)
+    views["output"]                                             # G's repair of views["image"]
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
+import numpy as np
+import torch
+
+from render.renderer import FaceMesh, rotated_view
+from render.settings import RenderSettings
 from util.checkpoint import (
     CheckpointError,
     adopt_options,
@@ -47,3 +60,102 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
     model.eval().to(device)
     model.checkpoint_iteration = state.get("iteration")
     return model, f"generator from {path} (iteration {state.get('iteration', '?')})"
+
+
+# ------------------------------------------------------------------------------ running G
+
+
+def face_tensors(crop: np.ndarray, fit, device) -> dict:
+    """A batch of one aligned photo in the dataset's batch layout: image (1, 3, S, S) in
+    [-1, 1], the fit in crop pixels (vertices, rotation, scale, translation) and its pose
+    (yaw, pitch (1,) in degrees)."""
+    return dict(image=torch.from_numpy(crop).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1,
+                vertices=torch.from_numpy(fit.vertices)[None].to(device),
+                rotation=torch.from_numpy(fit.rotation)[None].to(device),
+                scale=torch.tensor([fit.scale], device=device),
+                translation=torch.from_numpy(fit.translation)[None].to(device),
+                yaw=torch.tensor([fit.yaw], dtype=torch.float32, device=device),
+                pitch=torch.tensor([fit.pitch], dtype=torch.float32, device=device))
+
+
+def repair(model, renders, landmarks, source_yaw=None, batch_size: int | None = None,
+           bf16: bool = False) -> torch.Tensor:
+    """G's output (float32) for renders (B, 3, S, S) with the rotated landmarks (B, 68, 2),
+    ``batch_size`` at a time (None: all at once). ``source_yaw`` (B,) in degrees, the pose
+    the texture came from, lets --label_mask models skip the mask for near-frontal sources,
+    as the original did at test time. ``bf16``: bfloat16 autocast on CUDA (ignored on the
+    CPU, where it is slower)."""
+    step = batch_size or renders.shape[0]
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if bf16 and renders.device.type == "cuda" else contextlib.nullcontext())
+    yaw = None if source_yaw is None else torch.as_tensor(source_yaw).float().cpu()
+    outs = []
+    for s in range(0, renders.shape[0], step):
+        data = {"input": renders[s:s + step], "landmarks": landmarks[s:s + step]}
+        if yaw is not None:
+            data["source_yaw"] = yaw[s:s + step]
+        with torch.no_grad(), autocast:
+            outs.append(model(data, "inference").float())
+    return torch.cat(outs)
+
+
+def rotate(faces: dict, poses, mesh: FaceMesh, settings: RenderSettings, model=None,
+           batch_size: int | None = None, bf16: bool = False) -> dict:
+    """Every face of a batch turned to every pose: render, then repair when a ``model`` is
+    given.
+
+    faces:    a batch as ``face_tensors`` or the dataset makes it (image, vertices,
+              rotation, scale, translation, yaw, pitch; B faces);
+    poses:    [(yaw, pitch or None)] in degrees; None keeps each face's own pitch;
+    settings: how the generator's input is rendered (a checkpoint's, for its generator).
+    Returns ``rotated_view``'s outputs for the B * len(poses) views, face by face (face 0 at
+    every pose, then face 1, ...): image (the render), landmarks (68, 2), masks ...; plus
+    output: G's repair of the render, or the render itself without a model. Views are
+    rendered and repaired ``batch_size`` at a time (None: all at once); the render of a
+    view does not depend on the others in its batch, so this changes speed, not results.
+    """
+    n_faces = faces["image"].shape[0]
+    own_yaw = faces["yaw"].float().cpu().tolist()
+    own_pitch = faces["pitch"].float().cpu().tolist()
+    views = [(i, float(y), own_pitch[i] if p is None else float(p))
+             for i in range(n_faces) for y, p in poses]
+    step = batch_size or len(views)
+    device = faces["image"].device
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(views), step):
+            chunk = views[s:s + step]
+            idx = torch.tensor([i for i, _, _ in chunk], device=device)
+            rep = {k: faces[k].index_select(0, idx)
+                   for k in ("image", "vertices", "rotation", "scale", "translation")}
+            view = rotated_view(rep["image"], rep["vertices"], rep["rotation"], rep["scale"],
+                                rep["translation"],
+                                torch.tensor([y for _, y, _ in chunk], device=device),
+                                torch.tensor([p for _, _, p in chunk], device=device), mesh,
+                                settings=settings)
+            view["output"] = view["image"]
+            if model is not None:
+                view["output"] = repair(model, view["image"], view["landmarks"],
+                                        [own_yaw[i] for i, _, _ in chunk], bf16=bf16)
+            parts.append(view)
+    return {k: torch.cat([p[k] for p in parts]) for k, v in parts[0].items()
+            if torch.is_tensor(v)}
+
+
+@contextlib.contextmanager
+def inference_context(model):
+    """Run a training model's generator at inference: G in eval mode and unwrapped from DDP
+    (``model(..., "inference")`` then runs on this process alone, so the other ranks need
+    not take part); its mode and wrapper are restored on exit."""
+    from models.rotate_model import _unwrap
+
+    wrapped = model.netG
+    netG = _unwrap(wrapped)
+    was_training = netG.training
+    netG.eval()
+    model.netG = netG
+    try:
+        yield model
+    finally:
+        model.netG = wrapped
+        netG.train(was_training)

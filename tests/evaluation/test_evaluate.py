@@ -221,11 +221,10 @@ def test_identity_across_lfw_people(describer, fitter, lfw_paths):
 def test_pose_error_of_a_photo_against_itself(fitter, example_photos, example_fits):
     """Re-fitting a photo gives its own yaw exactly; its aligned crop and its render at its
     own pose give the yaw back within the fitter's error (a few degrees)."""
-    from types import SimpleNamespace
-
     from face3d.align import align
+    from models.inference import face_tensors, rotate
     from render.renderer import FaceMesh
-    from test import render_poses, to_tensors
+    from render.settings import RenderSettings
     from util.visualizer import to_uint8
 
     rgb = example_photos["astronaut.png"]
@@ -234,10 +233,8 @@ def test_pose_error_of_a_photo_against_itself(fitter, example_photos, example_fi
     assert metrics.pose_summary([again.yaw], fit.yaw)["mean_abs_error"] == pytest.approx(0.0)
     crop, fit_c, _ = align(rgb, fit, 256)
     assert metrics.pose_summary([fitter.fit(crop).yaw], fit_c.yaw)["mean_abs_error"] < 3.0
-    opt = SimpleNamespace(erode_kernel=0, background="avg", symmetric_fill=False)
-    with torch.no_grad():
-        view = render_poses(to_tensors(crop, fit_c, "cpu"), [(fit_c.yaw, None)],
-                            FaceMesh.mediapipe(), opt)
+    view = rotate(face_tensors(crop, fit_c, "cpu"), [(fit_c.yaw, None)], FaceMesh.mediapipe(),
+                  RenderSettings(erode_kernel=0))
     render = np.ascontiguousarray(to_uint8(view["image"])[0])
     assert metrics.pose_summary([fitter.fit(render).yaw], fit_c.yaw)["mean_abs_error"] < 5.0
     # image metrics of the photo against itself
