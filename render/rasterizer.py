@@ -55,11 +55,17 @@ Triangles, spans and fragments are processed in chunks bounded by ``max_chunk_pi
 triangle covering a huge image or a big batch does not blow memory, and the chunking never
 changes the result.
 
-Strategies (``strategy=``; both give bit-identical results, tested):
+Strategies (``strategy=``; all three give bit-identical results, tested):
 
-* **compact** (the CPU default) keeps only what is needed at each stage: the triangles that
-  can cover a pixel, each span's exact pixel run, the covered pixels when resolving. Each
-  compaction sizes its output with a host sync, which costs nothing on a CPU.
+* **numba** (the CPU default when numba is importable): the same algorithm compiled for the
+  CPU, in render/rasterizer_numba.py: one pass over each image's faces and pixels instead of
+  ~1,000 PyTorch operations, several times faster. CPU tensors only. Without numba it falls
+  back to compact, silently. The environment variable ``RR_RASTERIZER=torch|numba`` picks
+  the CPU default (torch: compact).
+
+* **compact** (the CPU default without numba) keeps only what is needed at each stage: the
+  triangles that can cover a pixel, each span's exact pixel run, the covered pixels when
+  resolving. Each compaction sizes its output with a host sync, which costs nothing on a CPU.
 * **dense** (the default on other devices) never compacts: triangles that draw nothing get
   no rows, every span is enumerated over its whole bounding-box row with the pixels outside
   the triangle masked, and every pixel is resolved. About 2x the arithmetic, but all
@@ -75,15 +81,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import weakref
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["Fragments", "rasterize", "interpolate", "default_max_chunk_pixels",
-           "default_strategy", "STRATEGIES"]
+           "default_strategy", "numba_available", "STRATEGIES", "ENV_VAR"]
 
-STRATEGIES = ("compact", "dense")
+STRATEGIES = ("compact", "dense", "numba")
+ENV_VAR = "RR_RASTERIZER"  # torch | numba: the CPU default
 
 # Fragments per step: ~50 bytes each at peak, plus ~300 bytes per triangle for chunk // 8
 # triangles. GPUs get bigger steps: fewer kernel launches and host syncs.
@@ -128,8 +136,35 @@ def default_max_chunk_pixels(device: torch.device | str) -> int:
 
 
 def default_strategy(device: torch.device | str) -> str:
-    """``strategy`` used when None is given: "compact" on CPU, "dense" on other devices."""
-    return "compact" if torch.device(device).type == "cpu" else "dense"
+    """``strategy`` used when None is given: "dense" on other devices than the CPU; on the
+    CPU "numba" when numba is importable, unless the environment variable RR_RASTERIZER is
+    "torch" (then, and without numba, "compact")."""
+    if torch.device(device).type != "cpu":
+        return "dense"
+    choice = os.environ.get(ENV_VAR, "numba")
+    if choice not in ("torch", "numba"):
+        raise ValueError(f"{ENV_VAR} must be torch or numba, got {choice!r}")
+    return "numba" if choice == "numba" and numba_available() else "compact"
+
+
+_NUMBA: list = []  # [the compiled kernel's module, or None when numba is not importable]
+
+
+def _numba_module():
+    """render.rasterizer_numba, imported on first use (numba's import takes ~0.5 s), or None
+    when numba cannot be imported."""
+    if not _NUMBA:
+        try:
+            from render import rasterizer_numba
+        except ImportError:
+            rasterizer_numba = None
+        _NUMBA.append(rasterizer_numba)
+    return _NUMBA[0]
+
+
+def numba_available() -> bool:
+    """Whether the compiled CPU kernel (strategy "numba") can run here."""
+    return _numba_module() is not None
 
 
 def _check_size(name: str, value) -> int:
@@ -192,14 +227,21 @@ def _check_face_range(caller: str, faces: torch.Tensor, num_verts: int, what: st
                          f"but {what} {num_verts} vertices")
 
 
-def _check_strategy(caller: str, strategy, device) -> bool:
-    """True for the dense strategy."""
+def _check_strategy(caller: str, strategy, device) -> str:
+    """The strategy to run: the default for None, and "compact" for "numba" when numba is
+    not importable."""
     if strategy is None:
         strategy = default_strategy(device)
     if strategy not in STRATEGIES:
         raise ValueError(f"{caller}: strategy must be one of {', '.join(STRATEGIES)} or None, "
                          f"got {strategy!r}")
-    return strategy == "dense"
+    if strategy == "numba":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{caller}: strategy numba runs on CPU tensors only, "
+                             f"got {torch.device(device)}")
+        if not numba_available():
+            strategy = "compact"
+    return strategy
 
 
 def _expand(counts, excl, incl, total, start, stop):
@@ -579,10 +621,11 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
         max_chunk_pixels: at most this many candidate fragments (and an eighth as many
             triangles and row spans, and whole rows of covered pixels when resolving) are
             processed at once, which bounds temporary memory (~50 bytes per fragment,
-            ~300 per triangle); it never changes the result. None (default):
+            ~300 per triangle); it never changes the result (the numba strategy has no
+            temporaries to bound and ignores it). None (default):
             :func:`default_max_chunk_pixels` of the vertices' device.
-        strategy: "compact" or "dense" (same result, see the module docstring); None
-            (default): :func:`default_strategy` of the vertices' device.
+        strategy: "compact", "dense" or "numba" (same result, see the module docstring);
+            None (default): :func:`default_strategy` of the vertices' device.
 
     Returns:
         :class:`Fragments` on the vertices' device.
@@ -593,9 +636,17 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
     """
     vertices, faces, height, width, max_chunk_pixels = _validate(
         vertices, faces, height, width, max_chunk_pixels)
-    dense = _check_strategy("rasterize", strategy, vertices.device)
+    strategy = _check_strategy("rasterize", strategy, vertices.device)
     batch, num_verts = vertices.shape[:2]
     num_faces = faces.shape[0]
+    shape = (batch, height, width)
+    if strategy == "numba":
+        face_ids, bary, depth, mask = _numba_module().rasterize(
+            vertices.reshape(batch * num_verts, 3), faces, batch, height, width,
+            cull_backfaces)
+        return Fragments(face_ids=face_ids.view(shape), bary=bary.view(*shape, 3),
+                         depth=depth.view(shape), mask=mask.view(shape))
+    dense = strategy == "dense"
     zbuf = torch.full((batch * height * width,), _EMPTY, dtype=torch.int64,
                       device=vertices.device)
     X, Y, Z = _snap_vertices(vertices.reshape(batch * num_verts, 3))
@@ -726,7 +777,8 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.T
                          f"got {tuple(faces.shape)} {faces.dtype}")
     num_verts, channels = vertex_attrs.shape[-2:]
     device = fragments.face_ids.device
-    dense = _check_strategy("interpolate", strategy, device)
+    # The numba strategy has no kernel of its own here: compact gives the same values.
+    dense = _check_strategy("interpolate", strategy, device) == "dense"
     faces = faces.to(device=device, dtype=torch.int64)
     _check_face_range("interpolate", faces, num_verts, "vertex_attrs has")
     dtype = torch.promote_types(vertex_attrs.dtype, torch.float32)

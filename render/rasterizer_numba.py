@@ -1,0 +1,325 @@
+"""The rasteriser of render/rasterizer.py compiled for the CPU with numba, bit for bit.
+
+Same algorithm and the same arithmetic as the PyTorch path (see that module's docstring for
+the conventions): vertices snapped to 1/256 px, each triangle's integer bounding box, exact
+span bounds from the edge functions by floor division (top-left rule as a bias of 1), depth
+from the float64 depth plane at each span's first pixel stepped in float32, the same packed
+(depth, face) int64 key min-reduced per pixel, and one float64 barycentric pass over the
+winning pixels. Every floating-point operation is done in the same order and precision as
+there, and numba compiles without fast-math (no fused multiply-adds, no reassociation), so
+face ids, barycentrics, depths and masks are identical, NaN and infinite depths included.
+
+What differs is only how the work is scheduled: one parallel loop over *tiles* (an image,
+or a band of its rows when there are fewer images than threads), each of which z-buffers
+its faces in index order into its own rows and then resolves those rows while they are still
+in cache. Tiles never share pixels, so there are no races and no temporaries beyond two
+int32 arrays of snapped coordinates; ``max_chunk_pixels`` has nothing to bound here.
+
+Threads follow ``torch.get_num_threads()``. numba's own default threading layer on Linux
+(GNU OpenMP) kills any process forked after it ran, which DataLoader workers are, so unless
+``NUMBA_THREADING_LAYER`` says otherwise the fork-safe ``workqueue`` layer is used; it may
+not be entered by two threads at once, hence the lock around every launch. Compiled code is
+cached on disk (``cache=True``): the first call in a fresh environment compiles for a few
+seconds, later processes load it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+_LOCK = threading.Lock()
+# A lock held by another thread at fork time would stay held forever in the child.
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_LOCK", threading.Lock()))
+
+# The PyTorch path's constants (render/rasterizer.py), restated as plain ints for numba.
+_BITS = 8
+_ONE = 1 << _BITS
+_HALF = _ONE // 2
+_MAX_COORD = float(1 << 20)
+_INVALID = -(1 << 31)
+_EMPTY = (1 << 63) - 1
+_LOW32 = 0xFFFFFFFF
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@intrinsic
+def _f32_bits(typingctx, x):
+    """The IEEE bits of a float32 as an int32 (torch's ``.view(torch.int32)``)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, b):
+    """The float32 whose IEEE bits are the int32 ``b``."""
+    if b != types.int32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always")
+def _clamp_f32(v):
+    """float32 of ``v`` clamped to the finite float32 range; NaN stays NaN (torch.clamp)."""
+    if v != v:
+        return np.float32(v)
+    return np.float32(min(max(v, -_FLT_MAX), _FLT_MAX))
+
+
+@njit(inline="always")
+def _depth_key(depth, face):
+    """Order-preserving int64 key of a float32 depth (high 32 bits) and a face index."""
+    bits = np.int64(_f32_bits(depth + np.float32(0.0)))  # + 0.0 makes -0.0 tie with +0.0
+    bits ^= (bits >> 31) & 0x7FFFFFFF  # negative floats order backwards as ints
+    return (bits << 32) | face
+
+
+@njit(inline="always")
+def _key_depth(key):
+    bits = key >> 32
+    return _bits_f32(np.int32(bits ^ ((bits >> 31) & 0x7FFFFFFF)))
+
+
+@njit(inline="always")
+def _edge(dx, dy, xs, ys, rmin, cmin):
+    """One edge from (xs, ys) along (dx, dy), oriented clockwise: its coefficients per row
+    and per column, its value at the box's first pixel centre less the fill-rule bias, and
+    that value itself (for the depth plane)."""
+    n0 = dx * (rmin * _ONE + _HALF - ys) - dy * (cmin * _ONE + _HALF - xs)
+    # Not top-left (bias 1) <=> dy > 0, or dy == 0 and dx < 0.
+    bias = 1 if dy > 0 or (dy == 0 and dx < 0) else 0
+    return dx * _ONE, dy * -_ONE, n0 - bias, n0
+
+
+@njit(inline="always")
+def _tighten(start, stop, rowc, colc, n0b, dr):
+    """Narrow the span [start, stop] of row dr to the columns dc where this edge holds,
+    colc dc >= -e with e = rowc dr + n0b: with g = floor(e / |colc|), dc >= -g when colc > 0
+    (the edge bounds the span from the left), dc <= g when colc < 0; a horizontal edge
+    never cuts a row inside the strict bounding box."""
+    if colc > 0:
+        start = max(start, -((rowc * dr + n0b) // colc))
+    elif colc < 0:
+        stop = min(stop, (rowc * dr + n0b) // -colc)
+    return start, stop
+
+
+@njit(inline="always")
+def _occupied_rows(Y, v0, v1, height):
+    """Rows [lo, hi) that the image's valid vertices span (clipped): where its work is."""
+    lo = np.int64(1) << 40
+    hi = -lo
+    for v in range(v0, v1):
+        y = np.int64(Y[v])
+        if y != _INVALID:
+            lo = min(lo, y)
+            hi = max(hi, y)
+    if hi < lo:
+        return 0, height
+    return min(max(lo >> _BITS, 0), height), min(max((hi >> _BITS) + 1, 0), height)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def rasterize_kernel(verts, faces, batch, height, width, cull, bands,
+                     zbuf, bary, depth, mask):
+    """Fill the flat (B*H*W) outputs ``zbuf`` (int64, becomes the face ids), ``bary``
+    ((B*H*W, 3) float32), ``depth`` (float32) and ``mask`` (bool) for vertices
+    (B*V, 3, float32 or float64) and faces (F, 3, int64 in range), ``bands`` tiles per image."""
+    num_verts = verts.shape[0] // batch if batch else 0
+    n = verts.shape[0]
+    X = np.empty(n, np.int32)
+    Y = np.empty(n, np.int32)
+    for i in prange(n):
+        x = verts[i, 0]
+        y = verts[i, 1]
+        if abs(x) <= _MAX_COORD and abs(y) <= _MAX_COORD and np.isfinite(verts[i, 2]):
+            X[i] = np.int32(np.rint(np.float64(x) * _ONE))  # exact, half to even
+            Y[i] = np.int32(np.rint(np.float64(y) * _ONE))
+        else:
+            X[i] = _INVALID
+            Y[i] = _INVALID
+    num_faces = faces.shape[0]
+    for tile in prange(batch * bands):
+        b = tile // bands
+        band = tile - b * bands
+        vb = b * num_verts
+        lo, hi = _occupied_rows(Y, vb, vb + num_verts, height)
+        # Bands split the occupied rows evenly; the first and last reach the image's edges.
+        r0 = 0 if band == 0 else lo + (hi - lo) * band // bands
+        r1 = height if band == bands - 1 else lo + (hi - lo) * (band + 1) // bands
+        img = b * height * width
+        # Per row, the columns that fragments reached: the rest is filled as empty at
+        # memory speed instead of being resolved pixel by pixel (most of a crop is empty),
+        # and a row's z-buffer is cleared when its first fragment comes.
+        first = np.full(max(r1 - r0, 0), width, np.int64)
+        last = np.full(max(r1 - r0, 0), -1, np.int64)
+        if r1 > r0:
+            _draw_faces(X, Y, verts, faces, num_faces, vb, img, r0, r1, height, width, cull,
+                        zbuf, first, last)
+        for r in range(r0, r1):
+            row = img + r * width
+            c0 = first[r - r0]
+            c1 = last[r - r0] + 1
+            if c1 <= c0:
+                c0 = c1 = width
+            _fill_empty(row, row + c0, zbuf, bary, depth, mask)
+            _fill_empty(row + c1, row + width, zbuf, bary, depth, mask)
+            py = r * _ONE + _HALF
+            for c in range(c0, c1):
+                p = row + c
+                key = zbuf[p]
+                if key == _EMPTY:
+                    _fill_empty(p, p + 1, zbuf, bary, depth, mask)
+                    continue
+                f = key & _LOW32
+                zbuf[p] = f
+                mask[p] = True
+                depth[p] = _key_depth(key)
+                x0 = np.int64(X[faces[f, 0] + vb])
+                x1 = np.int64(X[faces[f, 1] + vb])
+                x2 = np.int64(X[faces[f, 2] + vb])
+                y0 = np.int64(Y[faces[f, 0] + vb])
+                y1 = np.int64(Y[faces[f, 1] + vb])
+                y2 = np.int64(Y[faces[f, 2] + vb])
+                px = c * _ONE + _HALF
+                # n_i: edge function of the edge opposite vertex i (from i+1 to i+2), with
+                # the products in float64 in the PyTorch path's order.
+                n0 = (np.float64(x2 - x1) * np.float64(py - y1)
+                      - np.float64(y2 - y1) * np.float64(px - x1))
+                n1 = (np.float64(x0 - x2) * np.float64(py - y2)
+                      - np.float64(y0 - y2) * np.float64(px - x2))
+                n2 = (np.float64(x1 - x0) * np.float64(py - y0)
+                      - np.float64(y1 - y0) * np.float64(px - x0))
+                inv_area2 = 1.0 / (n0 + n1 + n2)
+                bary[p, 0] = np.float32(n0 * inv_area2)
+                bary[p, 1] = np.float32(n1 * inv_area2)
+                bary[p, 2] = np.float32(n2 * inv_area2)
+
+
+@njit(inline="always")
+def _fill_empty(p0, p1, zbuf, bary, depth, mask):
+    """Pixels [p0, p1) as the PyTorch path leaves uncovered ones."""
+    zbuf[p0:p1] = -1
+    mask[p0:p1] = False
+    depth[p0:p1] = 0.0
+    bary[p0:p1] = 0.0
+
+
+@njit(inline="always")
+def _draw_faces(X, Y, verts, faces, num_faces, vb, img, r0, r1, height, width, cull, zbuf,
+                first, last):
+    """Z-buffer every face of one image into its rows [r0, r1), in face order; ``first``
+    and ``last`` (per row of the band) widen to the columns the fragments reach."""
+    for f in range(num_faces):
+        i0 = faces[f, 0] + vb
+        i1 = faces[f, 1] + vb
+        i2 = faces[f, 2] + vb
+        x0 = np.int64(X[i0])
+        x1 = np.int64(X[i1])
+        x2 = np.int64(X[i2])
+        if x0 == _INVALID or x1 == _INVALID or x2 == _INVALID:
+            continue
+        y0 = np.int64(Y[i0])
+        y1 = np.int64(Y[i1])
+        y2 = np.int64(Y[i2])
+        # The bounding box of candidate centres (as the PyTorch path's int32 pass).
+        rmin = max((min(y0, y1, y2) + (_ONE - 1 - _HALF)) >> _BITS, 0)
+        rmax = min((max(y0, y1, y2) - (_HALF + 1)) >> _BITS, height - 1)
+        row_lo = max(rmin, r0)
+        row_hi = min(rmax, r1 - 1)
+        if row_hi < row_lo:
+            continue
+        cmin = max((min(x0, x1, x2) + (_ONE - 1 - _HALF)) >> _BITS, 0)
+        cmax = min((max(x0, x1, x2) - (_HALF + 1)) >> _BITS, width - 1)
+        if cmax < cmin:
+            continue
+        area2 = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+        if area2 == 0 or (cull and area2 > 0):
+            continue
+        sign = 1 if area2 > 0 else -1
+        # Edge i runs from vertex i+1 to i+2, oriented so that the area is positive.
+        rc0, cc0, nb0, _ = _edge((x2 - x1) * sign, (y2 - y1) * sign, x1, y1, rmin, cmin)
+        rc1, cc1, nb1, n01 = _edge((x0 - x2) * sign, (y0 - y2) * sign, x2, y2, rmin, cmin)
+        rc2, cc2, nb2, n02 = _edge((x1 - x0) * sign, (y1 - y0) * sign, x0, y0, rmin, cmin)
+        # Depth plane relative to the box's first pixel (float64, the PyTorch path's order).
+        z0 = np.float64(verts[i0, 2])
+        abs_area2 = np.float64(area2 * sign)
+        dz1 = (np.float64(verts[i1, 2]) - z0) / abs_area2
+        dz2 = (np.float64(verts[i2, 2]) - z0) / abs_area2
+        zp0 = z0 + np.float64(n01) * dz1 + np.float64(n02) * dz2
+        zp1 = np.float64(cc1) * dz1 + np.float64(cc2) * dz2
+        zp2 = np.float64(rc1) * dz1 + np.float64(rc2) * dz2
+        z_step = _clamp_f32(zp1)
+        width_box = cmax - cmin
+        for row in range(row_lo, row_hi + 1):
+            dr = row - rmin
+            start, stop = _tighten(0, width_box, rc0, cc0, nb0, dr)
+            start, stop = _tighten(start, stop, rc1, cc1, nb1, dr)
+            start, stop = _tighten(start, stop, rc2, cc2, nb2, dr)
+            if stop < start:
+                continue
+            span_z = _clamp_f32(zp0 + zp1 * np.float64(start) + zp2 * np.float64(dr))
+            p = img + row * width + cmin + start
+            if last[row - r0] < 0:
+                zbuf[img + row * width:img + (row + 1) * width] = _EMPTY
+            first[row - r0] = min(first[row - r0], cmin + start)
+            last[row - r0] = max(last[row - r0], cmin + stop)
+            for off in range(stop - start + 1):
+                key = _depth_key(span_z + z_step * np.float32(off), f)
+                if key < zbuf[p + off]:
+                    zbuf[p + off] = key
+
+
+def _bands(batch: int, height: int) -> int:
+    """Tiles per image: enough that every thread gets the same number of tiles."""
+    threads = numba.get_num_threads()
+    return max(1, min(threads // math.gcd(batch, threads) if batch else 1, max(height, 1)))
+
+
+def _use_torch_threads():
+    """numba uses as many threads as torch is told to (at most what numba started)."""
+    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != want:
+        numba.set_num_threads(want)
+
+
+def rasterize(verts_flat: torch.Tensor, faces: torch.Tensor, batch: int, height: int,
+              width: int, cull_backfaces: bool):
+    """(face_ids, bary, depth, mask) flat CPU tensors for validated inputs: ``verts_flat``
+    (B*V, 3) floating point, ``faces`` (F, 3) int64 with indices in range."""
+    if verts_flat.dtype not in (torch.float32, torch.float64):
+        verts_flat = verts_flat.float()  # as the PyTorch path: x * 256 must not overflow
+    verts = verts_flat.detach().contiguous().numpy()
+    tris = faces.contiguous().numpy()
+    pixels = batch * height * width
+    face_ids = torch.empty(pixels, dtype=torch.int64)
+    bary = torch.empty(pixels, 3, dtype=torch.float32)
+    depth = torch.empty(pixels, dtype=torch.float32)
+    mask = torch.empty(pixels, dtype=torch.bool)
+    if pixels:
+        _use_torch_threads()
+        with _LOCK:
+            rasterize_kernel(verts, tris, batch, height, width, bool(cull_backfaces),
+                             _bands(batch, height), face_ids.numpy(), bary.numpy(),
+                             depth.numpy(), mask.numpy())
+    return face_ids, bary, depth, mask
