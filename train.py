@@ -38,29 +38,26 @@ from data import DatasetError, create_dataloader, create_dataset
 from models import create_model
 from models.networks import MissingWeightsError
 from models.rotate_model import _unwrap
-from options.base_options import OptionsError, options_text, resolve_device, save_options
+from options.base_options import (
+    OptionsError,
+    options_text,
+    resolve_device,
+    run_options,
+    save_options,
+)
 from options.train_options import TrainOptions
 from trainers.trainer import Trainer
 from util.checkpoint import (
+    Checkpointer,
     CheckpointError,
     adopt_options,
     checkpoint_path,
-    load_checkpoint,
     rng_state,
-    save_checkpoint,
     set_rng_state,
 )
 from util.visualizer import Visualizer
 
 HASH_ENV = "RR_WEIGHTS_HASH_DIR"
-# Options that only steer this run, not the training itself: not compared on resume.
-# What the saved networks were built with: --continue_train takes these from the checkpoint.
-ARCHITECTURE_OPTIONS = ("model", "netG", "ngf", "n_downsample_G", "n_blocks_G", "norm_G",
-                        "spade_nhidden", "label_nc", "crop_size", "netD", "netD_subarch", "ndf",
-                        "norm_D", "num_D", "n_layers_D")
-_RUN_OPTIONS = {"continue_train", "which_epoch", "max_iters", "nThreads", "device",
-                "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq",
-                "no_html", "checkpoints_dir", "name"}
 
 
 def pose_seed(seed: int, rank: int, iteration: int) -> int:
@@ -168,23 +165,28 @@ class Run:
 
     def __init__(self, opt, parser, device, rank, world):
         self.opt, self.device, self.rank, self.world = opt, device, rank, world
+        self.parser = parser
         self.is_main = rank == 0
         self.run_dir = os.path.join(opt.checkpoints_dir, opt.name)
-        self.resume_state = None
+        self.checkpointer = Checkpointer(self.run_dir)
+        self.resume_state, nets = None, None
         if opt.continue_train:
             path = checkpoint_path(opt)
-            self.resume_state = load_checkpoint(path)
-            for warning in adopt_options(opt, self.resume_state.get("options") or {}, parser,
-                                         ARCHITECTURE_OPTIONS):
+            self.resume_state = Checkpointer.load(path)
+            # The nets are rebuilt from the file; opt takes the values they were made with
+            # too, so opt.txt and the model's own use of them (landmark maps, crop size) agree.
+            for warning in adopt_options(opt, Checkpointer.trained_with(self.resume_state),
+                                         parser):
                 if self.is_main:
                     print(f"warning: {warning}", file=sys.stderr)
+            nets = Checkpointer.rebuild_nets(self.resume_state, path)
         if self.is_main:
             print(options_text(opt, parser))
             save_options(opt, self.run_dir, parser)
         try:
             # Model first: bad architecture options and missing VGG weights fail in seconds,
             # before any photo is fitted.
-            self.model = create_model(opt)
+            self.model = create_model(opt, nets)
             self.loader = self._make_loader()
         except ValueError as e:  # option values only the factories can check
             raise OptionsError(str(e)) from None
@@ -227,11 +229,7 @@ class Run:
         path = checkpoint_path(opt)
         state = self.resume_state
         self.trainer.load_state_dict(state, path)
-        for key in ("iteration", "epoch", "epoch_iter"):
-            if key not in state:
-                raise CheckpointError(f"{path} has no {key!r}: not a training checkpoint")
-        self.iteration, self.epoch, self.epoch_iter = (state["iteration"], state["epoch"],
-                                                       state["epoch_iter"])
+        self.iteration, self.epoch, self.epoch_iter = Checkpointer.progress(state, path)
         rng = state.get("rng") or {}
         ranks = rng.get("ranks") or []
         if len(ranks) == self.world:
@@ -241,9 +239,9 @@ class Run:
         else:  # a different number of processes than when saved: deterministic fallback
             torch.manual_seed(opt.seed + self.rank + self.iteration)
         if self.is_main:
-            saved = state.get("options") or {}
+            saved, steering = state.get("options") or {}, run_options(self.parser)
             changed = [f"--{k} {getattr(opt, k)!r} (was {saved[k]!r})"
-                       for k in sorted(saved) if k not in _RUN_OPTIONS and hasattr(opt, k)
+                       for k in sorted(saved) if k not in steering and hasattr(opt, k)
                        and getattr(opt, k) != saved[k]]
             if changed:
                 print("note: options that differ from the checkpoint's: " + ", ".join(changed))
@@ -258,14 +256,10 @@ class Run:
             dist.all_gather_object(states, rng_state())
         if not self.is_main:
             return
-        opt = self.opt
-        state = self.trainer.state_dict()
-        rng = dict(states[0], ranks=states)
-        state.update(iteration=self.iteration, epoch=epoch, epoch_iter=epoch_iter,
-                     options={k: v for k, v in vars(opt).items()
-                              if isinstance(v, (int, float, str, bool, type(None)))},
-                     rng=rng)
-        save_checkpoint(state, os.path.join(self.run_dir, f"{which}.pt"))
+        self.checkpointer.save(which, self.trainer.nets(), self.trainer.optimizers,
+                               settings=self.model.settings(), options=vars(self.opt),
+                               iteration=self.iteration, epoch=epoch, epoch_iter=epoch_iter,
+                               rng=dict(states[0], ranks=states))
 
     # ------------------------------------------------------------------------------ training
     def train(self) -> int:

@@ -1,4 +1,5 @@
-"""Datasets: ``--dataset_mode`` picks the class, ``--dataset``/``--dataroot`` the photos."""
+"""Datasets: ``--dataset_mode`` picks the class, ``--dataset``/``--dataroot`` the photos
+(both registries live in data/registry.py; importing this package registers the classes)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from data.allface_dataset import AllFaceDataset, DatasetError
-from data.registry import adhoc_dataset, dataset_names, get_dataset
-
-DATASET_MODES = {"allface": AllFaceDataset}
+from data.registry import DATASET_MODES, adhoc_dataset, dataset_names, get_dataset
 
 __all__ = ["DATASET_MODES", "AllFaceDataset", "DatasetError", "ResumableSampler",
-           "create_dataloader", "create_dataset", "find_dataset_class"]
-
-
-def find_dataset_class(mode: str):
-    if mode not in DATASET_MODES:
-        raise ValueError(f"unknown --dataset_mode {mode!r}; choose one of: "
-                         f"{', '.join(DATASET_MODES)}")
-    return DATASET_MODES[mode]
+           "create_dataloader", "create_dataset"]
 
 
 class ResumableSampler(DistributedSampler):
@@ -45,7 +37,7 @@ class ResumableSampler(DistributedSampler):
 def create_dataset(opt):
     """The dataset of ``--dataroot DIR``, else of ``--dataset NAME[,NAME2...]`` (several
     names are concatenated in the order given; --max_dataset_size applies to each)."""
-    cls = find_dataset_class(opt.dataset_mode)
+    cls = DATASET_MODES.get(opt.dataset_mode)
     if opt.dataroot:
         return cls(opt, adhoc_dataset(opt.dataroot), opt.dataroot)
     names = dataset_names(opt.dataset)

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data.registry import DATASET_MODES
 from face3d.align import align
 from face3d.batch_fit import read_list
+from face3d.fileio import atomic_write
 from face3d.fit import FitFileError, fit_path_for, load_fit
 from face3d.imageio import IMAGE_EXTENSIONS, list_images, read_image
 
@@ -44,8 +46,7 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
         if not relpaths:
             raise DatasetError(f"dataset {name!r}: no photos ({', '.join(IMAGE_EXTENSIONS)}) "
                                f"under {entry['prefix']}")
-        os.makedirs(os.path.dirname(entry["file_list"]), exist_ok=True)
-        with open(entry["file_list"], "w") as f:
+        with atomic_write(entry["file_list"]) as f:
             f.write("".join(r + "\n" for r in relpaths))
     relpaths = relpaths[start:end]
     if max_size:
@@ -85,6 +86,7 @@ def _merge_lists(fits_dir: str):
             os.remove(new)
 
 
+@DATASET_MODES.register("allface")
 class AllFaceDataset(Dataset):
     @staticmethod
     def modify_commandline_options(parser, is_train):

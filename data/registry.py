@@ -1,6 +1,6 @@
 """The dataset registry: edit this file to add your own face collections.
 
-Each entry, as in the original Rotate-and-Render:
+Each entry (``DATASETS.register(NAME, dict(...))``), as in the original Rotate-and-Render:
   prefix        folder the image paths are relative to;
   file_list     text file, one relative image path per line (built from the folder when it
                 does not exist);
@@ -21,23 +21,30 @@ from __future__ import annotations
 
 import os
 
+from util.registry import Registry
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DATASETS = {
-    # The public-domain portraits shipped by scikit-image and matplotlib (face3d.examples).
-    "example": dict(prefix="datasets/example/images", file_list="datasets/example/file_list.txt",
-                    landmark_list="datasets/example/fits/realign_lmk",
-                    fits_dir="datasets/example/fits", folder_level=1),
-    # Labeled Faces in the Wild, as laid out in ../shared/data/lfw (Person/Person_NNNN.jpg).
-    "lfw": dict(prefix="../shared/data/lfw", file_list="datasets/lfw/file_list.txt",
-                landmark_list="datasets/lfw/fits/realign_lmk", fits_dir="datasets/lfw/fits",
-                folder_level=2),
-    # The original release's example set, with its own 3DDFA fits next to it (ours go here).
-    "rr_example": dict(prefix="../shared/data/rr_example/Images",
-                       file_list="../shared/data/rr_example/file_list.txt",
-                       landmark_list="datasets/rr_example/fits/realign_lmk",
-                       fits_dir="datasets/rr_example/fits", folder_level=1),
-}
+DATASETS = Registry("dataset", flag="--dataset",
+                    hint="or add yours to data/registry.py, or use --dataroot DIR")
+# Dataset classes (--dataset_mode); a class registers itself with @DATASET_MODES.register.
+DATASET_MODES = Registry("dataset mode", flag="--dataset_mode")
+
+# The public-domain portraits shipped by scikit-image and matplotlib (face3d.examples).
+DATASETS.register("example", dict(
+    prefix="datasets/example/images", file_list="datasets/example/file_list.txt",
+    landmark_list="datasets/example/fits/realign_lmk", fits_dir="datasets/example/fits",
+    folder_level=1))
+# Labeled Faces in the Wild, as laid out in ../shared/data/lfw (Person/Person_NNNN.jpg).
+DATASETS.register("lfw", dict(
+    prefix="../shared/data/lfw", file_list="datasets/lfw/file_list.txt",
+    landmark_list="datasets/lfw/fits/realign_lmk", fits_dir="datasets/lfw/fits",
+    folder_level=2))
+# The original release's example set, with its own 3DDFA fits next to it (ours go here).
+DATASETS.register("rr_example", dict(
+    prefix="../shared/data/rr_example/Images", file_list="../shared/data/rr_example/file_list.txt",
+    landmark_list="datasets/rr_example/fits/realign_lmk", fits_dir="datasets/rr_example/fits",
+    folder_level=1))
 
 
 def resolve(entry: dict) -> dict:
@@ -63,10 +70,7 @@ def dataset_names(spec: str) -> list[str]:
 
 
 def get_dataset(name: str) -> dict:
-    if name not in DATASETS:
-        raise ValueError(f"unknown --dataset {name!r}; choose one of: {', '.join(DATASETS)} "
-                         "(or add yours to data/registry.py, or use --dataroot DIR)")
-    return resolve(DATASETS[name])
+    return resolve(DATASETS.get(name))
 
 
 def adhoc_dataset(dataroot: str) -> dict:

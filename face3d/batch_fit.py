@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from face3d.cli import ArgumentParser
+from face3d.fileio import atomic_write
 from face3d.fit import FitFileError, fit_path_for, load_fit
 from face3d.imageio import list_images
 
@@ -192,11 +193,11 @@ def run(relpaths: list[str], prefix: str, save_dir: str, workers: int = 1,
 
     ok = [o for o in outcomes if o.status != "failed"]
     labels = dict(zip([o.relpath for o in ok], labels_for([o.relpath for o in ok])))
-    with open(os.path.join(save_dir, "realign_lmk" + suffix), "w") as f:
+    with atomic_write(os.path.join(save_dir, "realign_lmk" + suffix)) as f:
         for o in ok:
             pts = " ".join(f"{v:.2f}" for v in o.landmarks5.reshape(-1))
             f.write(f"{o.relpath} {labels[o.relpath]} {pts}\n")
-    with open(os.path.join(save_dir, "failures.txt" + suffix), "w") as f:
+    with atomic_write(os.path.join(save_dir, "failures.txt" + suffix)) as f:
         for o in outcomes:
             if o.status == "failed":
                 f.write(f"{o.relpath}\t{o.reason}\n")

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from face3d.fileio import atomic_write
+
 
 def example_images() -> dict[str, np.ndarray]:
     """name -> HxWx3 uint8 RGB photo."""
@@ -31,10 +33,11 @@ def materialize_examples(folder: str) -> list[str]:
     for name, rgb in example_images().items():
         path = os.path.join(folder, name)
         if not os.path.exists(path):
-            tmp = path + ".tmp" + os.path.splitext(name)[1]
-            Image.fromarray(rgb).save(tmp, quality=95)
-            os.replace(tmp, path)
+            # The temp file has no extension to tell PIL the format: name it.
+            fmt = Image.registered_extensions()[os.path.splitext(name)[1].lower()]
+            with atomic_write(path, "wb") as f:
+                Image.fromarray(rgb).save(f, format=fmt, quality=95)
         names.append(name)
-    with open(os.path.join(folder, "file_list.txt"), "w") as f:
+    with atomic_write(os.path.join(folder, "file_list.txt")) as f:
         f.write("".join(n + "\n" for n in names))
     return names

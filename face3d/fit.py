@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 
 import numpy as np
+
+from face3d.fileio import atomic_write
 
 # 2: MediaPipe depth scaled by face3d.fitter.DEPTH_SCALE (1.5); fits of format 1 have the
 # raw depth and no longer match the canonical mesh.
@@ -66,21 +67,8 @@ class Fit:
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (temp file + rename) so an interrupted run never leaves a
         half-written fit that a resumed run would then skip."""
-        path = os.fspath(path)
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        # Not tempfile.mkstemp: its files are private (mode 0600) and the rename would keep
-        # that; os.open with 0o666 honours the umask like any other written file.
-        tmp = os.path.join(folder, f".tmp_{uuid.uuid4().hex}.npz")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.to_arrays())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **self.to_arrays())
 
 
 _FLOATS = ("scale", "yaw", "pitch", "roll", "residual")

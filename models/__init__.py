@@ -1,17 +1,15 @@
-"""Models: ``--model`` picks one of ``MODELS``."""
+"""Models: ``--model`` picks one of ``MODELS`` (models/registry.py); importing this package
+registers them."""
 
 from __future__ import annotations
 
+from models.registry import MODELS
 from models.rotate_model import RotateModel, RotateSPADEModel
 
-MODELS = {"rotate": RotateModel, "rotatespade": RotateSPADEModel}
+__all__ = ["MODELS", "RotateModel", "RotateSPADEModel", "create_model"]
 
 
-def find_model_class(name: str):
-    if name not in MODELS:
-        raise ValueError(f"unknown --model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name]
-
-
-def create_model(opt):
-    return find_model_class(opt.model)(opt)
+def create_model(opt, nets: dict | None = None):
+    """The model ``opt.model`` names; ``nets`` (name -> module, e.g. rebuilt from a
+    checkpoint) replaces the networks the options would build."""
+    return MODELS.get(opt.model)(opt, nets)

@@ -21,11 +21,14 @@ batch-norm statistics are shared. Discriminator losses are weighted by --lambda_
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from models import networks
 from models.landmark_map import label_mask, landmark_map
+from models.registry import MODELS
 from render.cuda_graph import CudaGraphed
 from render.renderer import FaceMesh, sample_target_poses, training_pair
 from render.settings import RenderSettings
@@ -40,9 +43,15 @@ def _unwrap(net: nn.Module) -> nn.Module:
 LABEL_MASK_MIN_YAW = 14.6
 
 
+@MODELS.register("rotate")
 class RotateModel(nn.Module):
     uses_landmarks = False
     default_netG = "rotate"
+    # Options that shape the generator's input besides the render settings (render.settings):
+    # a checkpoint records them (``settings``) so inference and --continue_train feed G what
+    # it was trained on.
+    INPUT_OPTIONS = ("crop_size", "label_nc", "heatmap_size", "no_gaussian_landmark",
+                     "label_mask")
 
     @classmethod
     def modify_commandline_options(cls, parser, is_train):
@@ -56,22 +65,49 @@ class RotateModel(nn.Module):
                      "kernels; ignored on the CPU")
         return parser
 
-    def __init__(self, opt):
+    def __init__(self, opt, nets: dict | None = None):
+        """``nets`` (name -> module, e.g. rebuilt from a checkpoint) are used instead of
+        building those networks from the options."""
         super().__init__()
+        nets = nets or {}
         self.opt = opt
-        self.netG = networks.define_G(opt)
-        # The SPADE generator needs a landmark map whichever --model asked for it.
-        self.uses_landmarks = (type(self).uses_landmarks
-                               or isinstance(self.netG, networks.RotateSPADEGenerator))
+        self.netG = nets["netG"] if "netG" in nets else networks.define_G(opt)
+        self.uses_landmarks = self.conditioned_on_landmarks(self.netG)
         self.mesh = FaceMesh.mediapipe()
         self._graphed_pair = None  # CudaGraphed training_pair, made on first use
         self.netD = self.netD_rotate = None
         if opt.is_train:
-            d_in = 3 + 3 + (opt.label_nc if self.uses_landmarks else 0)
-            self.netD = networks.define_D(opt, d_in)
-            self.netD_rotate = networks.define_D(opt, d_in) if opt.train_rotate else None
+            d_in = self.discriminator_input_nc(opt, self.netG)
+            self.netD = nets["netD"] if "netD" in nets else networks.define_D(opt, d_in)
+            if opt.train_rotate:
+                self.netD_rotate = (nets["netD_rotate"] if "netD_rotate" in nets
+                                    else networks.define_D(opt, d_in))
             self.criterion_gan = networks.GANLoss(opt.gan_mode)
             self.criterion_vgg = None if opt.no_vgg_loss else networks.VGGLoss(opt.vgg_weights)
+
+    @classmethod
+    def conditioned_on_landmarks(cls, netG) -> bool:
+        """Whether the landmark map is drawn (and shown to the discriminators): for
+        rotatespade, and for any generator that reads it (``netG`` a class or an instance),
+        whichever --model asked for it."""
+        return cls.uses_landmarks or _unwrap(netG).uses_landmarks
+
+    @classmethod
+    def discriminator_input_nc(cls, opt, netG) -> int:
+        """Condition render + real/fake image, plus the landmark map when there is one."""
+        return 3 + 3 + (opt.label_nc if cls.conditioned_on_landmarks(netG) else 0)
+
+    @classmethod
+    def settings_from_options(cls, opt) -> dict:
+        """The option values this model's generator input depends on: --model, the
+        INPUT_OPTIONS and every render setting (options missing from ``opt`` are left out,
+        so an older checkpoint's options give what they have)."""
+        names = ("model", *cls.INPUT_OPTIONS,
+                 *(f.name for f in dataclasses.fields(RenderSettings)))
+        return {k: getattr(opt, k) for k in names if hasattr(opt, k)}
+
+    def settings(self) -> dict:
+        return self.settings_from_options(self.opt)
 
     @property
     def device(self):
@@ -212,6 +248,7 @@ class RotateModel(nn.Module):
                 f"{prefix}_real": self.criterion_gan(pred_real, True) * weight}
 
 
+@MODELS.register("rotatespade")
 class RotateSPADEModel(RotateModel):
     uses_landmarks = True
     default_netG = "rotatespade"

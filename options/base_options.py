@@ -15,6 +15,7 @@ import sys
 import torch
 
 from face3d.cli import ArgumentParser
+from face3d.fileio import atomic_write
 
 # Flags of the original's home-made multi-GPU rendering, and what replaces them here.
 RETIRED_FLAGS = {
@@ -31,14 +32,32 @@ class OptionsError(ValueError):
     """A bad option value; the message names the flag."""
 
 
+RUN_GROUP = "run"
+
+
+def run_group(parser: argparse.ArgumentParser):
+    """The group of flags that steer a run (where it saves, how long, on which device)
+    rather than what it trains: --continue_train does not compare them with the
+    checkpoint's. Declaring a flag here is how it becomes one."""
+    for group in parser._action_groups:
+        if group.title == RUN_GROUP:
+            return group
+    return parser.add_argument_group(RUN_GROUP, "where and how this run executes")
+
+
+def run_options(parser: argparse.ArgumentParser) -> set[str]:
+    return {a.dest for a in run_group(parser)._group_actions}
+
+
 class BaseOptions:
     is_train = False
     prog = None  # the command, as shown in --help and errors (None: argparse's guess)
 
     def initialize(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p = parser
-        p.add_argument("--name", default="rotate_example",
-                       help="experiment name: checkpoints go to <checkpoints_dir>/<name>")
+        run = run_group(p)
+        run.add_argument("--name", default="rotate_example",
+                         help="experiment name: checkpoints go to <checkpoints_dir>/<name>")
         p.add_argument("--model", default="rotatespade",
                        help="model: rotate (pix2pixHD-style G) or rotatespade (SPADE G "
                             "conditioned on landmark maps, the authors' released model)")
@@ -50,10 +69,10 @@ class BaseOptions:
         p.add_argument("--crop_size", type=int, default=256,
                        help="side of the aligned face crop in pixels")
         p.add_argument("--batchSize", type=int, default=4, help="photos per batch (per process)")
-        p.add_argument("--checkpoints_dir", default="./checkpoints",
-                       help="where runs are saved")
-        p.add_argument("--which_epoch", default="latest",
-                       help="checkpoint to load: latest or an epoch number")
+        run.add_argument("--checkpoints_dir", default="./checkpoints",
+                         help="where runs are saved")
+        run.add_argument("--which_epoch", default="latest",
+                         help="checkpoint to load: latest or an epoch number")
         p.add_argument("--dataset", default="example",
                        help="comma-separated registry names (data/registry.py), e.g. lfw or "
                             "example,lfw")
@@ -63,11 +82,11 @@ class BaseOptions:
         p.add_argument("--dataset_mode", default="allface", help="dataset class: allface")
         p.add_argument("--serial_batches", action="store_true",
                        help="take photos in list order instead of shuffling")
-        p.add_argument("--nThreads", type=int, default=2,
-                       help="DataLoader worker processes (also fitting workers on first use)")
-        p.add_argument("--device", default="auto",
-                       help="auto (cuda when available, else cpu), cpu, cuda or cuda:N; under "
-                            "torchrun each process takes cuda:LOCAL_RANK")
+        run.add_argument("--nThreads", type=int, default=2,
+                         help="DataLoader worker processes (also fitting workers on first use)")
+        run.add_argument("--device", default="auto",
+                         help="auto (cuda when available, else cpu), cpu, cuda or cuda:N; "
+                              "under torchrun each process takes cuda:LOCAL_RANK")
         p.add_argument("--seed", type=int, default=0,
                        help="random seed (each DDP rank adds its rank)")
         p.add_argument("--heatmap_size", type=float, default=3.0,
@@ -108,17 +127,17 @@ class BaseOptions:
         parser = self.initialize(parser)
         known, _ = parser.parse_known_args(argv)
 
-        from data import find_dataset_class
-        from models import find_model_class
+        from data import DATASET_MODES
+        from models import MODELS
 
-        model_cls = find_model_class(known.model)
+        model_cls = MODELS.get(known.model)
         parser = model_cls.modify_commandline_options(parser, self.is_train)
         known, _ = parser.parse_known_args(argv)
         from models import networks
 
         networks.modify_commandline_options(parser, self.is_train, known.netG,
                                             getattr(known, "netD", None))
-        find_dataset_class(known.dataset_mode).modify_commandline_options(parser, self.is_train)
+        DATASET_MODES.get(known.dataset_mode).modify_commandline_options(parser, self.is_train)
         parser.add_argument("-h", "--help", action="help",
                             help="show this help message (with the flags of the chosen --model "
                                  "and --netG) and exit")
@@ -169,8 +188,7 @@ def options_text(opt: argparse.Namespace, parser: argparse.ArgumentParser | None
 
 def save_options(opt: argparse.Namespace, folder: str, parser=None) -> None:
     """The resolved options as opt.txt (readable) and opt.json (machine-readable)."""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "opt.txt"), "w") as f:
+    with atomic_write(os.path.join(folder, "opt.txt")) as f:
         f.write(options_text(opt, parser) + "\n")
-    with open(os.path.join(folder, "opt.json"), "w") as f:
+    with atomic_write(os.path.join(folder, "opt.json")) as f:
         json.dump(vars(opt), f, indent=1, sort_keys=True, default=str)

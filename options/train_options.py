@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from options.base_options import BaseOptions, OptionsError
+from options.base_options import BaseOptions, OptionsError, run_group
 
 
 class TrainOptions(BaseOptions):
@@ -13,13 +13,14 @@ class TrainOptions(BaseOptions):
 
     def initialize(self, parser):
         p = super().initialize(parser)
-        p.add_argument("--continue_train", action="store_true",
-                       help="resume from <checkpoints_dir>/<name>/<which_epoch>.pt exactly")
+        run = run_group(p)
+        run.add_argument("--continue_train", action="store_true",
+                         help="resume from <checkpoints_dir>/<name>/<which_epoch>.pt exactly")
         p.add_argument("--niter", type=int, default=50, help="epochs at the initial learning rate")
         p.add_argument("--niter_decay", type=int, default=0,
                        help="epochs over which the learning rate decays linearly to zero")
-        p.add_argument("--max_iters", type=int, default=None,
-                       help="stop after this many iterations in total (short trials, tests)")
+        run.add_argument("--max_iters", type=int, default=None,
+                         help="stop after this many iterations in total (short trials, tests)")
         p.add_argument("--lr", type=float, default=0.0002, help="initial learning rate")
         p.add_argument("--beta1", type=float, default=0.0, help="Adam beta1")
         p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2")
@@ -47,15 +48,15 @@ class TrainOptions(BaseOptions):
         p.add_argument("--train_rotate", action="store_true",
                        help="also train G on the rotated render (no ground truth) against a "
                             "second discriminator")
-        p.add_argument("--display_freq", type=int, default=500,
-                       help="iterations between image grids (tensorboard + HTML page)")
-        p.add_argument("--print_freq", type=int, default=50,
-                       help="iterations between loss lines / tensorboard scalars")
-        p.add_argument("--save_latest_freq", type=int, default=2000,
-                       help="iterations between saves of latest.pt")
-        p.add_argument("--save_epoch_freq", type=int, default=5,
-                       help="epochs between saves of <epoch>.pt")
-        p.add_argument("--no_html", action="store_true", help="do not write the HTML page")
+        run.add_argument("--display_freq", type=int, default=500,
+                         help="iterations between image grids (tensorboard + HTML page)")
+        run.add_argument("--print_freq", type=int, default=50,
+                         help="iterations between loss lines / tensorboard scalars")
+        run.add_argument("--save_latest_freq", type=int, default=2000,
+                         help="iterations between saves of latest.pt")
+        run.add_argument("--save_epoch_freq", type=int, default=5,
+                         help="epochs between saves of <epoch>.pt")
+        run.add_argument("--no_html", action="store_true", help="do not write the HTML page")
         p.add_argument("--eval_freq", type=int, default=0,
                        help="every N iterations, score a fixed held-out set (reconstruction "
                             "PSNR/SSIM/L1 vs the render baseline, pose error of rotations) "

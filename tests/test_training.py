@@ -413,8 +413,13 @@ def test_every_flag_has_help_and_original_names_exist():
 # ------------------------------------------------------------------------------------ data
 def test_comma_separated_datasets_concatenate(monkeypatch):
     from data import registry
+    from util.registry import Registry
 
-    monkeypatch.setitem(registry.DATASETS, "example_again", registry.DATASETS["example"])
+    extended = Registry("dataset", flag="--dataset")
+    again = ("example_again", registry.DATASETS.get("example"))
+    for name, entry in [*registry.DATASETS.items(), again]:
+        extended.register(name, entry)
+    monkeypatch.setattr(registry, "DATASETS", extended)
     opt = TrainOptions().parse(TINY + SPADE + ["--dataset", "example, example_again,example",
                                                "--no_vgg_loss"])
     dataset = create_dataset(opt)

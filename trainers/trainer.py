@@ -125,9 +125,12 @@ class Trainer:
         return {name: o.param_groups[0]["lr"] for name, o in self.optimizers.items()}
 
     # -------------------------------------------------------------------------- checkpoint
+    def nets(self) -> dict:
+        """name -> the net itself (outside any DDP wrapper), as a checkpoint saves it."""
+        return {n: _unwrap(getattr(self.model, n)) for n in self.net_names()}
+
     def state_dict(self) -> dict:
-        return {"nets": {n: _unwrap(getattr(self.model, n)).state_dict()
-                         for n in self.net_names()},
+        return {"nets": {n: net.state_dict() for n, net in self.nets().items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
 
     def load_state_dict(self, state: dict, path: str):

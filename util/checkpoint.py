@@ -1,19 +1,42 @@
 """Checkpoints: one file per save, written atomically, loaded with ``weights_only=True``.
 
-A checkpoint is a dict: ``nets`` (name -> state_dict), ``optimizers`` (name -> state_dict),
-``iteration``, ``epoch``, ``epoch_iter`` (batches done in that epoch), ``options`` (a plain
-dict) and ``rng`` (``rng_state()``: torch CPU and CUDA, NumPy and Python generator states,
-plus ``ranks``: those of every DDP process), so resuming is exact.
+``Checkpointer`` is the one writer and reader of a training checkpoint (detectron2's
+checkpointer owns what is saved; as in nanoGPT the file holds the networks' constructor
+arguments, so the architecture is rebuilt from it, not from options repeated on the command
+line). A checkpoint (format 2) is a dict:
+
+  format      2
+  nets        name (netG, netD, netD_rotate) -> state_dict
+  net_specs   name -> ``models.networks.net_spec``: registry kind, name and constructor
+              arguments; ``models.networks.rebuild(spec)`` builds that architecture again
+  settings    option values the generator's input depends on (``RotateModel.settings``:
+              --model, --crop_size, the landmark-map and render options), so inference
+              feeds the generator what it was trained on
+  optimizers  name -> state_dict
+  iteration, epoch, epoch_iter (batches done in that epoch)
+  options     every option of the run, as plain values (for the record)
+  rng         ``rng_state()`` (torch CPU and CUDA, NumPy, Python) plus ``ranks``: those of
+              every DDP process, so resuming is exact
+
+A checkpoint written before format 2 has no ``format``, ``net_specs`` or ``settings``;
+``Checkpointer.load`` derives them from its saved options, which is how such a file was
+read when it was written.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
+
+from face3d.fileio import atomic_write
+from models import MODELS
+from models.networks import DISCRIMINATORS, GENERATORS, flag_of_kind, net_spec, rebuild
+
+FORMAT = 2
 
 
 class CheckpointError(RuntimeError):
@@ -21,19 +44,10 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    """Write ``state`` to ``path`` via a temp file in the same folder and a rename, so a
-    crash or Ctrl-C mid-write never leaves a truncated checkpoint behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` via ``atomic_write``: a crash or Ctrl-C mid-write never leaves a
+    truncated checkpoint behind, nor replaces the previous one."""
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
@@ -103,17 +117,121 @@ def set_rng_state(state: dict) -> None:
         random.setstate((version, tuple(internal), gauss))
 
 
-def adopt_options(opt, saved: dict, parser, keys) -> list[str]:
-    """Give ``opt`` the checkpoint's value of each option in ``keys`` (the options the saved
-    networks were built with), so a run can load it without repeating its flags. Returns a
-    warning for each value typed on the command line that the checkpoint overrides."""
+def adopt_options(opt, values: dict, parser) -> list[str]:
+    """Give ``opt`` each of ``values`` (option name -> what the checkpoint was trained with;
+    names that are not options of this command are skipped), so a run can load the
+    checkpoint without repeating its flags. Returns a warning for each value typed on the
+    command line that the checkpoint overrides."""
     warnings = []
-    for key in keys:
-        if key not in saved or not hasattr(opt, key) or getattr(opt, key) == saved[key]:
+    for key, value in values.items():
+        if not hasattr(opt, key) or getattr(opt, key) == value:
             continue
         mine = getattr(opt, key)
         if mine != parser.get_default(key):
             warnings.append(f"--{key} {mine} conflicts with the checkpoint's {key}="
-                            f"{saved[key]}; using the checkpoint's")
-        setattr(opt, key, saved[key])
+                            f"{value}; using the checkpoint's")
+        setattr(opt, key, value)
     return warnings
+
+
+class Checkpointer:
+    """Writes and reads the checkpoints of one run folder (see the module docstring)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def path(self, which: str | int) -> str:
+        return os.path.join(self.folder, f"{which}.pt")
+
+    def save(self, which: str | int, nets: dict, optimizers: dict, *, settings: dict,
+             options: dict, iteration: int, epoch: int, epoch_iter: int, rng: dict) -> str:
+        """Write ``<folder>/<which>.pt``; ``nets`` are the plain (unwrapped) modules."""
+        state = {"format": FORMAT,
+                 "nets": {n: net.state_dict() for n, net in nets.items()},
+                 "net_specs": {n: net_spec(net) for n, net in nets.items()},
+                 "settings": dict(settings),
+                 "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                 "iteration": iteration, "epoch": epoch, "epoch_iter": epoch_iter,
+                 "options": {k: v for k, v in options.items()
+                             if isinstance(v, (int, float, str, bool, type(None)))},
+                 "rng": rng}
+        path = self.path(which)
+        save_checkpoint(state, path)
+        return path
+
+    @staticmethod
+    def load(path: str) -> dict:
+        """The checkpoint at ``path`` in format 2 (an older one is upgraded in memory)."""
+        state = load_checkpoint(path)
+        if state.get("format", 1) > FORMAT:
+            raise CheckpointError(f"{path} has checkpoint format {state['format']}; this "
+                                  f"version reads up to {FORMAT}: update the code")
+        return state if "net_specs" in state else _upgraded(state, path)
+
+    @staticmethod
+    def rebuild_nets(state: dict, path: str) -> dict:
+        """name -> a freshly initialised net of each saved architecture (weights not loaded:
+        the trainer loads them with the optimisers)."""
+        return {n: _rebuild(spec, n, path) for n, spec in state["net_specs"].items()}
+
+    @staticmethod
+    def trained_with(state: dict, names=None) -> dict:
+        """Option values the checkpoint's nets ``names`` (default: all) and their input were
+        made with: the settings, each net's registry name under its flag (--netG, --netD)
+        and its constructor arguments (those named like an option are that option)."""
+        values = dict(state["settings"])
+        for n in state["net_specs"] if names is None else names:
+            spec = state["net_specs"][n]
+            values[flag_of_kind(spec["kind"])] = spec["name"]
+            values.update(spec["args"])
+        return values
+
+    @staticmethod
+    def progress(state: dict, path: str) -> tuple[int, int, int]:
+        """(iteration, epoch, epoch_iter) of a training checkpoint."""
+        for key in ("iteration", "epoch", "epoch_iter"):
+            if key not in state:
+                raise CheckpointError(f"{path} has no {key!r}: not a training checkpoint")
+        return state["iteration"], state["epoch"], state["epoch_iter"]
+
+    @classmethod
+    def load_generator(cls, path: str, device) -> tuple[torch.nn.Module, dict, int | None]:
+        """(generator rebuilt from the file with its weights, in eval mode on ``device``;
+        the option values it was trained with (``trained_with``); its iteration)."""
+        state = cls.load(path)
+        if "netG" not in state["nets"]:
+            raise CheckpointError(f"{path} holds no generator (netG)")
+        net = _rebuild(state["net_specs"]["netG"], "netG", path)
+        load_net(net, state["nets"]["netG"], "netG", path)
+        return net.eval().to(device), cls.trained_with(state, ["netG"]), state.get("iteration")
+
+
+def _rebuild(spec: dict, name: str, path: str) -> torch.nn.Module:
+    try:
+        return rebuild(spec)
+    except (KeyError, TypeError, ValueError) as e:  # a name or argument this code lacks
+        raise CheckpointError(f"{path}: cannot rebuild its {name}: {e}") from None
+
+
+def _upgraded(state: dict, path: str) -> dict:
+    """A checkpoint from before format 2, with ``net_specs`` and ``settings`` derived from
+    its saved options as the code of its time did (``define_G(opt)``, ``define_D(opt)``)."""
+    saved = argparse.Namespace(**(state.get("options") or {}))
+    try:
+        model_cls = MODELS.get(saved.model)
+        g_cls = GENERATORS.get(saved.netG)
+        specs = {"netG": {"kind": GENERATORS.what, "name": saved.netG,
+                          "args": g_cls.args_from_opt(saved)}}
+        d_names = [n for n in ("netD", "netD_rotate") if n in state["nets"]]
+        if d_names:
+            d_args = DISCRIMINATORS.get(saved.netD).args_from_opt(
+                saved, model_cls.discriminator_input_nc(saved, g_cls))
+            for n in d_names:
+                specs[n] = {"kind": DISCRIMINATORS.what, "name": saved.netD, "args": d_args}
+    except (AttributeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} predates checkpoints that record their architecture, and its saved "
+            f"options cannot rebuild it ({e}); load it with the code that wrote it and save "
+            "it again with Checkpointer.save") from None
+    return dict(state, format=FORMAT, net_specs=specs,
+                settings=model_cls.settings_from_options(saved))

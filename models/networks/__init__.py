@@ -1,7 +1,10 @@
-"""Network registries, factories and command-line flags for Rotate-and-Render.
+"""Network factories, command-line flags and checkpoint specs for Rotate-and-Render.
 
 ``define_G(opt)`` / ``define_D(opt)`` build an initialised network from an argparse-style
-namespace; ``modify_commandline_options`` adds the flags they read.
+namespace; ``modify_commandline_options`` adds the flags they read. ``net_spec(net)`` is
+what a checkpoint saves about a net's architecture, ``rebuild(spec)`` builds it again.
+Importing this package registers every network (see models/registry.py): a new one needs
+its import line here.
 """
 
 from __future__ import annotations
@@ -18,25 +21,19 @@ from models.networks.discriminator import MultiscaleDiscriminator, NLayerDiscrim
 from models.networks.generator import RotateGenerator, RotateSPADEGenerator, add_flag
 from models.networks.loss import GANLoss, VGGLoss, feature_matching_loss
 from models.networks.normalization import SPADE, get_norm_layer, warm_up_spectral_norm
+from models.registry import DISCRIMINATORS, GENERATORS
 
 __all__ = [
     "DISCRIMINATORS", "GENERATORS", "INIT_TYPES", "SPADE", "VGG19", "GANLoss",
     "MissingWeightsError", "MultiscaleDiscriminator", "NLayerDiscriminator", "ResnetBlock",
     "RotateGenerator", "RotateSPADEGenerator", "SPADEResnetBlock", "VGGLoss", "define_D",
     "define_G", "feature_matching_loss", "get_norm_layer", "init_weights",
-    "modify_commandline_options",
+    "flag_of_kind", "modify_commandline_options", "net_spec", "rebuild",
 ]
 
-GENERATORS = {"rotate": RotateGenerator, "rotatespade": RotateSPADEGenerator}
-DISCRIMINATORS = {"multiscale": MultiscaleDiscriminator}
 INIT_TYPES = ("xavier", "normal", "kaiming", "orthogonal")
 _NORMS_HELP = "[spectral]{instance,batch,syncbatch,none}, e.g. spectralinstance"
-
-
-def _lookup(registry: dict, flag: str, name: str):
-    if name not in registry:
-        raise ValueError(f"unknown --{flag} {name!r}; choose one of: {', '.join(registry)}")
-    return registry[name]
+_KINDS = {r.what: r for r in (GENERATORS, DISCRIMINATORS)}
 
 
 def init_weights(net: nn.Module, init_type: str = "xavier", gain: float = 0.02) -> nn.Module:
@@ -69,7 +66,7 @@ def init_weights(net: nn.Module, init_type: str = "xavier", gain: float = 0.02) 
 
 def define_G(opt) -> nn.Module:
     """Generator named by ``opt.netG``, initialised per ``opt.init_type``/``init_variance``."""
-    cls = _lookup(GENERATORS, "netG", opt.netG)
+    cls = GENERATORS.get(opt.netG)
     factor = 2**opt.n_downsample_G
     if opt.crop_size % factor:
         raise ValueError(f"--crop_size {opt.crop_size} must be divisible by 2**n_downsample_G "
@@ -83,7 +80,7 @@ def define_D(opt, input_nc: int | None = None) -> nn.Module:
     ``input_nc`` is the channel count of what the model concatenates: condition image +
     real/fake image (6), plus the landmark map's label_nc if the model also feeds it.
     """
-    cls = _lookup(DISCRIMINATORS, "netD", opt.netD)
+    cls = DISCRIMINATORS.get(opt.netD)
     if input_nc is None:
         input_nc = getattr(opt, "input_nc", None)
         if input_nc is None:
@@ -104,7 +101,7 @@ def modify_commandline_options(parser, is_train: bool, netG_name: str | None = N
              help="weight initialisation of G and D")
     add_flag(parser, "--init_variance", type=float, default=0.02,
              help="std (normal) or gain (xavier, orthogonal) of the weight initialisation")
-    gens = GENERATORS.values() if netG_name is None else [_lookup(GENERATORS, "netG", netG_name)]
+    gens = GENERATORS.values() if netG_name is None else [GENERATORS.get(netG_name)]
     for g in gens:
         g.modify_commandline_options(parser, is_train)
     if not is_train:
@@ -117,8 +114,34 @@ def modify_commandline_options(parser, is_train: bool, netG_name: str | None = N
     add_flag(parser, "--vgg_weights", type=str, default=None,
              help="path to torchvision's vgg19-dcbb9e9d.pth for the VGG loss; default: look in "
                   "torch hub's cache (<hub dir>/checkpoints). Never downloaded")
-    discs = (DISCRIMINATORS.values() if netD_name is None
-             else [_lookup(DISCRIMINATORS, "netD", netD_name)])
+    discs = DISCRIMINATORS.values() if netD_name is None else [DISCRIMINATORS.get(netD_name)]
     for d in discs:
         d.modify_commandline_options(parser, is_train)
     return parser
+
+
+def net_spec(net: nn.Module) -> dict:
+    """What rebuilds ``net``'s architecture: its registry kind, name and constructor
+    arguments. ``net`` must come from ``from_opt``/``from_args`` (define_G, define_D)."""
+    for kind, registry in _KINDS.items():
+        name = registry.name_of(type(net))
+        if name is not None:
+            if not hasattr(net, "init_args"):
+                raise ValueError(f"{kind} {name!r} was built directly, so its constructor "
+                                 "arguments are unknown; build it with from_opt or from_args")
+            return {"kind": kind, "name": name, "args": dict(net.init_args)}
+    raise ValueError(f"{type(net).__name__} is not a registered generator or discriminator")
+
+
+def flag_of_kind(kind: str) -> str:
+    """The option that names a net of ``kind``: 'netG' for generators, 'netD' for
+    discriminators."""
+    return _KINDS[kind].flag.lstrip("-")
+
+
+def rebuild(spec: dict) -> nn.Module:
+    """A freshly initialised net of the architecture ``net_spec`` described."""
+    if spec.get("kind") not in _KINDS:
+        raise ValueError(f"unknown network kind {spec.get('kind')!r}; expected one of: "
+                         f"{', '.join(_KINDS)}")
+    return _KINDS[spec["kind"]].get(spec["name"]).from_args(spec["args"])

@@ -14,8 +14,10 @@ from torch import nn
 
 from models.networks.generator import add_flag
 from models.networks.normalization import get_norm_layer
+from models.registry import D_SUBARCHS, DISCRIMINATORS, BuiltFromArgs
 
 
+@D_SUBARCHS.register("n_layer")
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: 4x4 convs, stride 2 except the last two, LeakyReLU(0.2), no norm on layer 1."""
 
@@ -56,39 +58,37 @@ class NLayerDiscriminator(nn.Module):
         return feats
 
 
-SUBARCHS = {"n_layer": NLayerDiscriminator}
-
-
-class MultiscaleDiscriminator(nn.Module):
+@DISCRIMINATORS.register("multiscale")
+class MultiscaleDiscriminator(BuiltFromArgs, nn.Module):
     """``num_D`` discriminators, each seeing a 2x average-pooled copy of the previous input."""
 
     def __init__(
         self,
         input_nc: int,              # Channels of concat(condition, image[, seg]).
         num_D: int = 2,             # Number of scales.
-        netD_subarch: str = "n_layer",  # Per-scale discriminator, a key of SUBARCHS.
+        netD_subarch: str = "n_layer",  # Per-scale discriminator, a name in D_SUBARCHS.
         ndf: int = 64,              # Forwarded to the sub-discriminator.
         n_layers_D: int = 4,        # Forwarded to the sub-discriminator.
         norm_D: str = "spectralinstance",  # Forwarded to the sub-discriminator.
     ):
         super().__init__()
-        sub = _subarch(netD_subarch)
+        sub = D_SUBARCHS.get(netD_subarch)
         self.discriminators = nn.ModuleList(
             sub(input_nc, ndf=ndf, n_layers_D=n_layers_D, norm_D=norm_D) for _ in range(num_D)
         )
 
     @classmethod
-    def from_opt(cls, opt, input_nc: int) -> MultiscaleDiscriminator:
-        return cls(input_nc, num_D=opt.num_D, netD_subarch=opt.netD_subarch, ndf=opt.ndf,
-                   n_layers_D=opt.n_layers_D, norm_D=opt.norm_D)
+    def args_from_opt(cls, opt, input_nc: int) -> dict:
+        return dict(input_nc=input_nc, num_D=opt.num_D, netD_subarch=opt.netD_subarch,
+                    ndf=opt.ndf, n_layers_D=opt.n_layers_D, norm_D=opt.norm_D)
 
     @staticmethod
     def modify_commandline_options(parser, is_train, netD_subarch: str | None = None):
         add_flag(parser, "--num_D", type=int, default=2,
                  help="number of discriminator scales (each halves the input resolution)")
         add_flag(parser, "--netD_subarch", type=str, default="n_layer",
-                 help=f"per-scale discriminator: {', '.join(SUBARCHS)}")
-        subs = SUBARCHS.values() if netD_subarch is None else [_subarch(netD_subarch)]
+                 help=f"per-scale discriminator: {', '.join(D_SUBARCHS)}")
+        subs = D_SUBARCHS.values() if netD_subarch is None else [D_SUBARCHS.get(netD_subarch)]
         for sub in subs:
             sub.modify_commandline_options(parser, is_train)
         return parser
@@ -101,8 +101,3 @@ class MultiscaleDiscriminator(nn.Module):
             outputs.append(d(x))
         return outputs
 
-
-def _subarch(name: str):
-    if name not in SUBARCHS:
-        raise ValueError(f"unknown --netD_subarch {name!r}; choose one of: {', '.join(SUBARCHS)}")
-    return SUBARCHS[name]

@@ -3,13 +3,13 @@
 Both generators share pix2pixHD's global encoder; 'rotate' keeps pix2pixHD's residual
 bottleneck and decoder, 'rotatespade' replaces the bottleneck and decoder blocks with SPADE
 residual blocks conditioned on a landmark map. Both take ``forward(image, seg)`` so callers
-need not care which one they hold.
+need not care which one they hold; ``uses_landmarks`` says whether ``seg`` is read, so the
+model knows whether to draw the landmark map (and feed it to the discriminators).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 
 from models.networks.architecture import ResnetBlock, SPADEResnetBlock
 from models.networks.normalization import get_norm_layer
+from models.registry import GENERATORS, BuiltFromArgs
 
 _MAX_MULT = 16  # Channel cap: ngf * 16, reached only with 5+ downsamplings.
 
@@ -25,8 +26,11 @@ def _mult(i: int) -> int:
     return min(2**i, _MAX_MULT)
 
 
-class RotateGenerator(nn.Module):
+@GENERATORS.register("rotate")
+class RotateGenerator(BuiltFromArgs, nn.Module):
     """pix2pixHD global generator: 7x7 conv, strided downsampling, residual blocks, upsampling."""
+
+    uses_landmarks = False
 
     def __init__(
         self,
@@ -53,9 +57,9 @@ class RotateGenerator(nn.Module):
         self.to_rgb = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh())
 
     @classmethod
-    def from_opt(cls, opt) -> RotateGenerator:
-        return cls(ngf=opt.ngf, n_downsample_G=opt.n_downsample_G, n_blocks_G=opt.n_blocks_G,
-                   norm_G=opt.norm_G)
+    def args_from_opt(cls, opt) -> dict:
+        return dict(ngf=opt.ngf, n_downsample_G=opt.n_downsample_G, n_blocks_G=opt.n_blocks_G,
+                    norm_G=opt.norm_G)
 
     @staticmethod
     def modify_commandline_options(parser, is_train):
@@ -71,12 +75,15 @@ class RotateGenerator(nn.Module):
         return self.to_rgb(self.decoder(self.blocks(self.encoder(image))))
 
 
-class RotateSPADEGenerator(nn.Module):
+@GENERATORS.register("rotatespade")
+class RotateSPADEGenerator(BuiltFromArgs, nn.Module):
     """The 'rotate' encoder, then SPADE residual blocks at the bottleneck and in the decoder.
 
     The landmark map ``seg`` (B, label_nc, H, W) modulates every bottleneck and decoder
     block; each SPADE layer resizes it to its own resolution.
     """
+
+    uses_landmarks = True
 
     def __init__(
         self,
@@ -105,9 +112,9 @@ class RotateSPADEGenerator(nn.Module):
                                     nn.Conv2d(ngf, output_nc, 7), nn.Tanh())
 
     @classmethod
-    def from_opt(cls, opt) -> RotateSPADEGenerator:
-        return cls(label_nc=opt.label_nc, ngf=opt.ngf, n_downsample_G=opt.n_downsample_G,
-                   n_blocks_G=opt.n_blocks_G, norm_G=opt.norm_G, spade_nhidden=opt.spade_nhidden)
+    def args_from_opt(cls, opt) -> dict:
+        return dict(label_nc=opt.label_nc, ngf=opt.ngf, n_downsample_G=opt.n_downsample_G,
+                    n_blocks_G=opt.n_blocks_G, norm_G=opt.norm_G, spade_nhidden=opt.spade_nhidden)
 
     @staticmethod
     def modify_commandline_options(parser, is_train):
@@ -145,6 +152,27 @@ def _check_size(image: torch.Tensor, n_down: int) -> None:
 
 
 def add_flag(parser: argparse.ArgumentParser, *args, **kwargs) -> None:
-    """parser.add_argument, skipping a flag that another module already defined."""
-    with contextlib.suppress(argparse.ArgumentError):
+    """parser.add_argument, once per flag: several networks share flags (both generators add
+    --n_downsample_G, and with --netG unset every generator's flags are added), so a flag
+    added again with the same definition is skipped. One added again with a different
+    definition is an error: keeping either silently would give one network a default or
+    meaning it was not written for."""
+    scratch = argparse.ArgumentParser(add_help=False)
+    new = scratch.add_argument(*args, **kwargs)
+    existing = next((a for a in parser._actions
+                     if set(a.option_strings) & set(new.option_strings)), None)
+    if existing is None:
         parser.add_argument(*args, **kwargs)
+    else:
+        old, mine = _definition(existing), _definition(new)
+        diff = [f"{k} {old[k]!r} vs {mine[k]!r}" for k in old if old[k] != mine[k]]
+        if diff:
+            raise ValueError(f"flag {'/'.join(new.option_strings)} is defined twice, "
+                             f"differently: {'; '.join(diff)}")
+
+
+def _definition(action: argparse.Action) -> dict:
+    return dict(action=type(action).__name__, flags=action.option_strings, dest=action.dest,
+                nargs=action.nargs, const=action.const, default=action.default,
+                type=getattr(action.type, "__name__", action.type), choices=action.choices,
+                help=action.help)

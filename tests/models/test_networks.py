@@ -145,8 +145,9 @@ def test_registry_errors_list_valid_names():
 
 def test_flags_have_help_and_tolerate_predefined():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--netD", default="multiscale", help="defined by the options module")
     networks.modify_commandline_options(parser, True, "rotatespade", "multiscale")
+    # Adding the same flags again (as with --netG unset: every generator's) is fine.
+    networks.modify_commandline_options(parser, True, None, None)
     dests = {a.dest: a for a in parser._actions if a.dest != "help"}
     for flag in ("ngf", "n_downsample_G", "n_blocks_G", "norm_G", "init_type", "init_variance",
                  "ndf", "norm_D", "num_D", "n_layers_D", "netD", "netD_subarch", "vgg_weights"):
@@ -155,6 +156,14 @@ def test_flags_have_help_and_tolerate_predefined():
     networks.modify_commandline_options(test_parser, False, "rotate")
     test_dests = {a.dest for a in test_parser._actions}
     assert "ngf" in test_dests and "ndf" not in test_dests and "vgg_weights" not in test_dests
+
+
+def test_a_flag_defined_twice_differently_is_an_error():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ngf", type=int, default=32, help="ngf of another module")
+    with pytest.raises(ValueError, match=r"--ngf is defined twice, differently: default 32 vs "
+                                         r"64; help 'ngf of another module' vs"):
+        networks.modify_commandline_options(parser, False, "rotate")
 
 
 @pytest.mark.parametrize("init_type", networks.INIT_TYPES)
