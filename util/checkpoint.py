@@ -228,10 +228,14 @@ def _upgraded(state: dict, path: str) -> dict:
                 saved, model_cls.discriminator_input_nc(saved, g_cls))
             for n in d_names:
                 specs[n] = {"kind": DISCRIMINATORS.what, "name": saved.netD, "args": d_args}
-    except (AttributeError, ValueError) as e:
+    except AttributeError as e:  # an option the networks need is not in the saved ones
         raise CheckpointError(
             f"{path} predates checkpoints that record their architecture, and its saved "
-            f"options cannot rebuild it ({e}); load it with the code that wrote it and save "
-            "it again with Checkpointer.save") from None
+            f"options lack {e.name!r}; convert it by adding the value it was trained with: "
+            f"state = torch.load(path); state['options'][{e.name!r}] = VALUE; "
+            "torch.save(state, path)") from None
+    except ValueError as e:  # a model or network name this code does not have
+        raise CheckpointError(f"{path}: cannot rebuild its networks from its saved options "
+                              f"({e})") from None
     return dict(state, format=FORMAT, net_specs=specs,
                 settings=model_cls.settings_from_options(saved))

@@ -67,11 +67,13 @@ def init_weights(net: nn.Module, init_type: str = "xavier", gain: float = 0.02) 
 def define_G(opt) -> nn.Module:
     """Generator named by ``opt.netG``, initialised per ``opt.init_type``/``init_variance``."""
     cls = GENERATORS.get(opt.netG)
-    factor = 2**opt.n_downsample_G
+    args = cls.args_from_opt(opt)
+    # Checked here so a bad crop fails at start-up, not at the first forward.
+    factor = 2**args.get("n_downsample_G", 0)
     if opt.crop_size % factor:
         raise ValueError(f"--crop_size {opt.crop_size} must be divisible by 2**n_downsample_G "
                          f"= {factor}")
-    return init_weights(cls.from_opt(opt), opt.init_type, opt.init_variance)
+    return init_weights(cls.from_args(args), opt.init_type, opt.init_variance)
 
 
 def define_D(opt, input_nc: int | None = None) -> nn.Module:
