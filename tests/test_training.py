@@ -334,14 +334,35 @@ def test_missing_vgg_weights(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture(scope="session")
 def vgg_weights(tmp_path_factory) -> Path:
-    """Random weights in torchvision's VGG19 layout (80 MB), written once per session."""
-    from models.networks.architecture import vgg19_features, vgg19_weights_filename
+    """Random weights (80 MB, written once per session) laid out by torchvision's own VGG19
+    code, not ours: its 'features' stack, plus a classifier entry as in the real file."""
+    from torchvision.models.vgg import cfgs, make_layers
 
-    torch.manual_seed(0)
-    state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    from models.networks.architecture import vgg19_weights_filename
+
+    torch.manual_seed(1234)
+    state = {f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}
+    state["classifier.6.bias"] = torch.zeros(1000)
     path = tmp_path_factory.mktemp("vgg") / vgg19_weights_filename()
     torch.save(state, path)
     return path
+
+
+def test_vgg_weights_are_the_ones_the_loss_uses(vgg_weights):
+    """--vgg_weights is really loaded: the model's perceptual-loss net holds exactly the
+    file's tensors, every one up to relu5_1 (features 0-29; the later convs and the
+    classifier are not used by the loss)."""
+    opt = TrainOptions().parse(TINY + ["--model", "rotate", "--vgg_weights", str(vgg_weights)])
+    vgg = create_model(opt).criterion_vgg.vgg
+    held = {}
+    for key, value in vgg.state_dict().items():
+        _, _, layer, param = key.split(".")  # slices.<slice>.<index in features>.<param>
+        held[f"features.{layer}.{param}"] = value
+    saved = load(vgg_weights)
+    assert set(held) == {k for k in saved
+                         if k.startswith("features.") and int(k.split(".")[1]) < 30}
+    for key, value in held.items():
+        assert torch.equal(value, saved[key]), key
 
 
 def test_vgg_loss_trains_with_weights_file(tmp_path, capsys, vgg_weights):
@@ -549,8 +570,13 @@ def test_generator_learns_a_fixed_batch():
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA not available"))])
 def test_render_graph_gives_the_same_pairs(device):
-    """On CUDA the pair render is replayed as a CUDA graph unless --no_render_graph (ignored
-    on the CPU): the pairs must be exactly those of the eager render, call after call."""
+    """On CUDA the pair render is replayed as a CUDA graph unless --no_render_graph: the
+    pairs must be exactly those of the eager render, call after call.
+
+    On the CPU there is no graph: the flag is ignored and both models render eagerly (that
+    is checked), so there the equality shows only what resume relies on -- two separately
+    built models give the same pairs for the same batch and pose seed. Other seeds must give
+    other pairs, or the comparison could not fail."""
     base = TINY + ["--model", "rotatespade", "--serial_batches", "--no_vgg_loss", "--device",
                    device]
     batch = next(iter(create_dataloader(TrainOptions().parse(base))))
@@ -569,6 +595,8 @@ def test_render_graph_gives_the_same_pairs(device):
         for k, v in eager.items():
             if isinstance(v, torch.Tensor):
                 assert torch.equal(v, graphed[k]), k
+    for k in ("rotated", "input"):
+        assert not torch.equal(pairs[False][0][k], pairs[False][1][k]), k
 
 
 def test_eval_freq_logs_held_out_scores(tmp_path):
