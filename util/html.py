@@ -7,6 +7,8 @@ import os
 import dominate
 from dominate.tags import a, h3, img, p, table, td, th, tr
 
+from face3d.fileio import atomic_write
+
 
 class HTMLPage:
     """Rows of labelled images; ``save()`` writes ``<folder>/<filename>``. Image paths are
@@ -49,8 +51,6 @@ class HTMLPage:
 
     def save(self) -> str:
         path = os.path.join(self.folder, self.filename)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(path) as f:
             f.write(self.doc.render())
-        os.replace(tmp, path)
         return path
