@@ -200,7 +200,7 @@ class Run:
             if opt.eval_photos in opt.dataset.split(",") and not opt.dataroot:
                 print(f"warning: --eval_photos {opt.eval_photos} is also the training data, "
                       "so the eval/ scores are not held out", file=sys.stderr)
-            from evaluate import load_eval_batch
+            from evaluation.quick import load_eval_batch
 
             self.eval_batch = load_eval_batch(opt.eval_photos, n=opt.eval_size,
                                               crop_size=opt.crop_size, seed=opt.seed)
@@ -337,7 +337,7 @@ class Run:
             window.update(images=0, render=0.0, step=0.0, start=time.perf_counter(),
                           iteration=it)
         if opt.eval_freq and it % opt.eval_freq == 0:
-            from evaluate import quick_eval
+            from evaluation.quick import quick_eval
 
             self.vis.scalars(quick_eval(self.model, self.eval_batch, self.device), it)
         if it % opt.display_freq == 0 or it == first:

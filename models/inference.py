@@ -49,6 +49,11 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
 # ------------------------------------------------------------------------------ running G
 
 
+def pose_name(yaw: float, pitch: float | None) -> str:
+    """How outputs at a pose are named: ``yaw+30``, ``yaw-15_pitch+10``."""
+    return f"yaw{yaw:+g}" + ("" if pitch is None else f"_pitch{pitch:+g}")
+
+
 def face_tensors(crop: np.ndarray, fit, device) -> dict:
     """A batch of one aligned photo in the dataset's batch layout: image (1, 3, S, S) in
     [-1, 1], the fit in crop pixels (vertices, rotation, scale, translation) and its pose
