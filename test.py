@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from data.photos import LazyFitter, load_photo, photos_of
 from face3d.align import align
-from models.inference import face_tensors, load_generator, rotate
+from models.inference import face_tensors, load_generator, pose_name, rotate
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh
@@ -42,10 +42,6 @@ from util.visualizer import to_uint8
 
 def poses(opt) -> list[tuple[float, float | None]]:
     return [(y, p) for y in opt.yaw_poses for p in (opt.pitch_poses or [None])]
-
-
-def pose_name(yaw: float, pitch: float | None) -> str:
-    return f"yaw{yaw:+g}" + ("" if pitch is None else f"_pitch{pitch:+g}")
 
 
 def save_png(array: np.ndarray, path: str):

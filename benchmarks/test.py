@@ -11,7 +11,6 @@ times batch-16 bf16-autocast generator throughput.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import platform
 import statistics
@@ -23,28 +22,27 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.photos import find_photos  # noqa: E402
 from face3d.align import align  # noqa: E402
 from face3d.imageio import read_image  # noqa: E402
+from models.inference import face_tensors, repair, rotate  # noqa: E402
+from options.test_options import TestOptions  # noqa: E402
 from render.renderer import FaceMesh  # noqa: E402
+from render.settings import RenderSettings  # noqa: E402
 from util.visualizer import to_uint8  # noqa: E402
-
-LFW = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
-                   "data", "lfw")
 
 
 def photos(n: int) -> list[str]:
-    paths = sorted(glob.glob(os.path.join(LFW, "*", "*.jpg")))[::97][:n]
-    if not paths:  # no LFW: the built-in examples
-        from face3d.examples import materialize_examples
-
-        folder = tempfile.mkdtemp()
-        paths = [os.path.join(folder, p) for p in materialize_examples(folder)]
-    return paths
+    """Every 97th LFW photo (a spread of people), or the built-in examples without LFW."""
+    try:
+        found = find_photos(dataset="lfw")[::97][:n]
+    except ValueError:  # LFW is not next to the repository
+        found = find_photos(dataset="example")
+    return [p.path for p in found]
 
 
 def make_generator(ngf: int, device, crop: int):
     from models import create_model
-    from options.test_options import TestOptions
 
     opt = TestOptions().parse(["--ngf", str(ngf), "--crop_size", str(crop), "--device",
                                str(device)])
@@ -59,9 +57,9 @@ def sync(device):
 def run(paths, model, device, n_poses, crop, fitter, mesh, out_dir):
     from PIL import Image
 
-    import test as cli
-
-    opt = argparse.Namespace(erode_kernel=19, background="avg", symmetric_fill=model is None)
+    # test.py's render settings (its defaults; renders alone use the symmetry-aware fill)
+    settings = RenderSettings.from_options(TestOptions().parse([])).replace(
+        symmetric_fill=model is None)
     yaws = [(-60 + 120 * i / max(1, n_poses - 1), None) for i in range(n_poses)]
     per_image, gen_time = [], []
     for path in paths:
@@ -70,17 +68,16 @@ def run(paths, model, device, n_poses, crop, fitter, mesh, out_dir):
         rgb = read_image(path)
         fit = fitter.fit(rgb)
         crop_rgb, fit_c, _ = align(rgb, fit, crop)
-        face = cli.to_tensors(crop_rgb, fit_c, device)
-        with torch.no_grad():
-            view = cli.render_poses(face, yaws, mesh, opt)
-            out = view["image"]
-            g = 0.0
-            if model is not None:
-                sync(device)
-                tg = time.perf_counter()
-                out = model({"input": out, "landmarks": view["landmarks"]}, "inference")
-                sync(device)
-                g = time.perf_counter() - tg
+        face = face_tensors(crop_rgb, fit_c, device)
+        view = rotate(face, yaws, mesh, settings)
+        out = view["image"]
+        g = 0.0
+        if model is not None:  # repaired here, not in rotate, to time the generator alone
+            sync(device)
+            tg = time.perf_counter()
+            out = repair(model, out, view["landmarks"], face["yaw"].expand(n_poses))
+            sync(device)
+            g = time.perf_counter() - tg
         for k, a in enumerate(to_uint8(out)):
             Image.fromarray(a).save(os.path.join(out_dir, f"{k}.png"))
         sync(device)

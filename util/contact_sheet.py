@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from face3d.cli import ArgumentParser
+from util.visualizer import to_uint8
 
 DEFAULT_YAWS = "-60,-45,-30,-15,0,15,30,45,60"
 
@@ -45,12 +46,6 @@ def _label(tile: np.ndarray, text: str, row: int = 0) -> None:
     cv2.putText(tile, text, (4, y - 1), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    a = ((image.float().cpu().permute(1, 2, 0).numpy() + 1) * 127.5).round()
-    return np.ascontiguousarray(a.clip(0, 255).astype(np.uint8))
-
-
 def _mask_tile(mask, hidden, filled) -> np.ndarray:
     """(1, H, W) float masks -> (H, W, 3) uint8 picture of seen / hidden / fillable."""
     m, h, f = (t[0].bool().cpu().numpy() for t in (mask, hidden, filled))
@@ -67,7 +62,8 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     from face3d.align import align
     from face3d.draw import draw_fit
     from face3d.fitter import MediaPipeFitter
-    from render.renderer import FaceMesh, rotated_view
+    from models.inference import face_tensors, rotate
+    from render.renderer import FaceMesh
     from render.settings import RenderSettings
 
     if fitter is None:
@@ -76,21 +72,12 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     else:
         fit = fitter.fit(rgb)
     crop, fit, _ = align(rgb, fit, crop_size)
-    n = len(yaws)
-    image = (torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1).to(device)
-
-    def rep(a):
-        return torch.as_tensor(np.asarray(a, np.float32), device=device)[None].expand(
-            n, *np.shape(a)).contiguous()
-
-    args = (image[None].expand(n, -1, -1, -1).contiguous(), rep(fit.vertices),
-            rep(fit.rotation), rep(fit.scale), rep(fit.translation))
-    yaw = torch.tensor([float(y) for y in yaws], device=device)
-    pitch = torch.full((n,), float(fit.pitch), device=device)
+    face = face_tensors(crop, fit, device)
+    poses = [(float(y), None) for y in yaws]  # None: the photo's own pitch
     mesh = FaceMesh.mediapipe(device=device)
     plain_settings = RenderSettings(erode_kernel=0, background="grey")
-    plain = rotated_view(*args, yaw, pitch, mesh, plain_settings)
-    fill = rotated_view(*args, yaw, pitch, mesh, plain_settings.replace(symmetric_fill=True))
+    plain = rotate(face, poses, mesh, plain_settings)
+    fill = rotate(face, poses, mesh, plain_settings.replace(symmetric_fill=True))
 
     rows = [[crop.copy()], [draw_fit(crop, fit)], [np.full_like(crop, 40)]]
     _label(rows[0][0], f"input yaw {fit.yaw:+.0f} pitch {fit.pitch:+.0f}")
@@ -98,12 +85,13 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     for i, text in enumerate(["rows:", "1 rotated (smeared)", "2 grey seen, red hidden,",
                               "  yellow mirror-fillable", "3 symmetry fill"]):
         _label(rows[2][0], text, i)
+    plain_u8, fill_u8 = to_uint8(plain["image"]), to_uint8(fill["image"])
     for i, y in enumerate(yaws):
         hidden_px = int(plain["hidden"][i].sum())
         filled_px = int(fill["filled"][i].sum())
-        tiles = [_to_uint8(plain["image"][i]),
+        tiles = [np.ascontiguousarray(plain_u8[i]),
                  _mask_tile(plain["mask"][i], plain["hidden"][i], fill["filled"][i]),
-                 _to_uint8(fill["image"][i])]
+                 np.ascontiguousarray(fill_u8[i])]
         _label(tiles[0], f"yaw {float(y):+g}")
         _label(tiles[1], f"hidden {hidden_px} px")
         _label(tiles[2], f"filled {filled_px} px")
@@ -155,11 +143,12 @@ def main(argv=None) -> int:
     from face3d.fitter import NoFaceError
 
     if args.img:
-        from face3d.imageio import ImageReadError, read_image
+        from data.photos import find_photos
+        from face3d.imageio import read_image
 
-        try:
-            rgb = read_image(args.img)
-        except (ImageReadError, OSError) as e:
+        try:  # a folder: its first photo
+            rgb = read_image(find_photos(img=[args.img])[0].path)
+        except (ValueError, OSError) as e:  # unreadable, not an image, an empty folder
             print(f"error: {e}", file=sys.stderr)
             return 2
     else:

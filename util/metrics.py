@@ -55,6 +55,15 @@ def pose_summary(fitted_yaws, requested_yaw: float) -> dict:
             "mean_fitted_yaw": float(np.nanmean(fitted)) if found.any() else None}
 
 
+def yaw_error_summary(fitted_yaws, requested_yaws) -> dict:
+    """Over outputs of any requested yaws: the fraction in which a face is still found and
+    the mean and 90th percentile of |yaw error| over those found."""
+    err = yaw_errors(fitted_yaws, requested_yaws)
+    s = summarise(err)
+    return {"found_fraction": float(np.isfinite(err).mean()) if err.size else None,
+            "mean_abs_error": s["mean"], "p90_abs_error": s["p90"]}
+
+
 # ------------------------------------------------------------------------------ images
 
 

@@ -15,13 +15,21 @@ from helpers import page_links
 from PIL import Image
 
 import evaluate
+from data.photos import sample
+from evaluation import lfw_pairs
+from evaluation.quick import load_eval_batch, quick_eval
+from evaluation.registry import EVALUATORS
 from util import metrics
 
 TINY = ["--ngf", "8", "--n_blocks_G", "1", "--n_downsample_G", "2", "--spade_nhidden", "8",
         "--crop_size", "64", "--device", "cpu", "--model", "rotatespade"]
 
-# The report's documented layout (evaluate.py's docstring): top-level keys, then the keys
-# of each per-mode / per-yaw entry.
+# The report's documented layout: what was run (evaluate.py's docstring), then the keys of
+# each per-mode / per-yaw entry of the evaluators' fields.
+HEADER_KEYS = ("version", "command", "created", "name", "checkpoint", "checkpoint_iteration",
+               "modes", "device", "seed", "dataset", "img", "crop_size", "erode_kernel",
+               "background", "generator_symmetric_fill", "yaws", "identity_yaws", "photos",
+               "identity")
 POSE_KEYS = {"requested_yaw", "n", "found_fraction", "mean_abs_error", "median_abs_error",
              "p90_abs_error", "mean_fitted_yaw"}
 IDENTITY_KEYS = {"n", "mean", "median", "p90", "same_person_fraction", "missing"}
@@ -128,9 +136,9 @@ def test_pose_summary_counts_missing_faces():
 def test_pairs_are_seeded_distinct_and_round_trip(tmp_path):
     people = {f"Person_{c}": [f"Person_{c}/Person_{c}_{i:04d}.jpg" for i in range(1, n + 1)]
               for c, n in zip("ABCDEF", (1, 2, 3, 5, 1, 4))}
-    pairs = evaluate.make_pairs(people, 8, seed=0)
-    assert pairs == evaluate.make_pairs(people, 8, seed=0)
-    assert pairs != evaluate.make_pairs(people, 8, seed=1)
+    pairs = lfw_pairs.make_pairs(people, 8, seed=0)
+    assert pairs == lfw_pairs.make_pairs(people, 8, seed=0)
+    assert pairs != lfw_pairs.make_pairs(people, 8, seed=1)
     same = [p for p in pairs if p[2]]
     diff = [p for p in pairs if not p[2]]
     assert len(same) == 8 and len(diff) == 8
@@ -138,26 +146,26 @@ def test_pairs_are_seeded_distinct_and_round_trip(tmp_path):
     assert all(a.split("/")[0] == b.split("/")[0] and a != b for a, b, _ in same)
     assert all(a.split("/")[0] != b.split("/")[0] for a, b, _ in diff)
     path = tmp_path / "pairs.txt"
-    evaluate.write_pairs(pairs, str(path), "test pairs")
-    assert evaluate.read_pairs(str(path)) == pairs
+    lfw_pairs.write_pairs(pairs, str(path), "test pairs")
+    assert lfw_pairs.read_pairs(str(path)) == pairs
     # LFW's own pairs.txt layout (a header of numbers) reads too
     lfw = tmp_path / "lfw_pairs.txt"
     lfw.write_text("1\t2\nAbel_Pacheco\t1\t4\nAbdel_Madi_Shabneh\t1\tDean_Barker\t1\n")
-    assert evaluate.read_pairs(str(lfw)) == [
+    assert lfw_pairs.read_pairs(str(lfw)) == [
         ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg", True),
         ("Abdel_Madi_Shabneh/Abdel_Madi_Shabneh_0001.jpg", "Dean_Barker/Dean_Barker_0001.jpg",
          False)]
     bad = tmp_path / "bad.txt"
     bad.write_text("just_a_name\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
-        evaluate.read_pairs(str(bad))
+        lfw_pairs.read_pairs(str(bad))
 
 
 def test_sample_is_seeded():
     items = list(range(100))
-    assert evaluate.sample(items, 10, 0) == evaluate.sample(items, 10, 0)
-    assert sorted(evaluate.sample(items, 100, 0)) == items
-    assert evaluate.sample(items, 0, 0) == items
+    assert sample(items, 10, 0) == sample(items, 10, 0)
+    assert sorted(sample(items, 100, 0)) == items
+    assert sample(items, 0, 0) == items
 
 
 # --------------------------------------------------------------------------- identity + pose
@@ -247,10 +255,15 @@ def test_pose_error_of_a_photo_against_itself(fitter, example_photos, example_fi
 
 def check_report(out, modes, yaws, identity: bool, verification: bool):
     report = json.loads((out / "report.json").read_text())
-    assert set(evaluate.REPORT_KEYS) == set(report)
-    doc = evaluate.__doc__
-    for key in report:  # every field is documented
-        assert key in doc, key
+    # the run's header (documented in evaluate.py), each evaluator's fields (documented in
+    # its docstring), timing_s
+    metric_keys = [k for cls in EVALUATORS.values() for k in cls.keys]
+    assert list(report) == list(HEADER_KEYS) + metric_keys + ["timing_s"]
+    for key in HEADER_KEYS + ("timing_s",):
+        assert key in evaluate.__doc__, key
+    for cls in EVALUATORS.values():
+        for key in cls.keys:
+            assert key in cls.__doc__, (cls.name, key)
     assert report["modes"] == modes
     assert report["yaws"] == yaws
     for mode in modes:
@@ -405,7 +418,7 @@ def test_checkpoint_all_modes_with_verification(tiny_checkpoint, people_root, ex
     assert (ex / "generator_yaw-30_render.png").is_file()
     assert np.asarray(Image.open(ex / "generator_yaw-30.png")).shape == (64, 64, 3)
     if have_dlib:
-        pairs = evaluate.read_pairs(str(pairs_file))
+        pairs = lfw_pairs.read_pairs(str(pairs_file))
         assert len(pairs) == 4 and sum(p[2] for p in pairs) == 2
         v = report["verification"]
         assert v["pairs_used"] + v["pairs_dropped"] == 4
@@ -441,9 +454,9 @@ def test_quick_eval(tiny_checkpoint, example_dir):
     model = create_model(opt)
     model.train()
     paths = [str(example_dir / "astronaut.png"), str(example_dir / "grace_hopper.jpg")]
-    batch = evaluate.load_eval_batch(paths, n=2, crop_size=64)
+    batch = load_eval_batch(paths, n=2, crop_size=64)
     assert batch["image"].shape == (2, 3, 64, 64) and len(batch["path"]) == 2
-    out = evaluate.quick_eval(model, batch, torch.device("cpu"), yaws=(-30.0, 30.0))
+    out = quick_eval(model, batch, torch.device("cpu"), yaws=(-30.0, 30.0))
     assert model.netG.training  # mode restored
     expected = {"eval/recon_l1_mask", "eval/recon_psnr_mask", "eval/recon_ssim_mask",
                 "eval/recon_psnr_mask_input", "eval/pose_err_yaw-30", "eval/pose_err_yaw+30",
@@ -454,6 +467,6 @@ def test_quick_eval(tiny_checkpoint, example_dir):
     assert 0.0 <= out["eval/pose_found"] <= 1.0
     assert math.isfinite(out["eval/recon_psnr_mask"]) and out["eval/recon_l1_mask"] > 0
     # deterministic: the same batch gives the same figures
-    again = evaluate.quick_eval(model, batch, torch.device("cpu"), yaws=(-30.0, 30.0))
+    again = quick_eval(model, batch, torch.device("cpu"), yaws=(-30.0, 30.0))
     assert {k: v for k, v in again.items() if math.isfinite(v)} == {
         k: v for k, v in out.items() if math.isfinite(v)}
