@@ -46,7 +46,6 @@ import time
 from data.photos import photos_of, sample
 from evaluation.evaluator import MODE_LABEL, MODES, EvalRun
 from evaluation.lfw_pairs import LFW_ROOT
-from evaluation.registry import EVALUATORS
 from evaluation.report import format_report, write_html, write_report
 from evaluation.run import build_evaluators, build_report, score, start
 from models.inference import load_generator, pose_name
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     results, timing = score(run, photos, evaluators, clock, t0)
     report = build_report(run, argv, photos, checkpoint_path(opt), iteration, id_message,
                           results, timing, t0)
-    text = format_report(report, EVALUATORS.values())
+    text = format_report(report, evaluators)
     write_report(out_dir, report, text, run.failures)
     write_html(out_dir, report, text, run.gallery, [pose_name(y, p) for y, p in run.pose_list],
                MODE_LABEL, run.failures)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from data.photos import LazyFitter, load_photo, photos_of
 from face3d.align import align
+from face3d.fileio import atomic_write
 from models.inference import face_tensors, load_generator, pose_name, rotate
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
@@ -127,13 +128,14 @@ def save_sweep(face, mesh, model, settings, batch_size, path):
 
 
 def write_outputs(out_dir, manifest, failures, landmark_lines, rows, pose_list, mode, opt):
-    with open(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
+    # whole files or none: an interrupted run never leaves a truncated manifest
+    with atomic_write(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["input", "yaw", "pitch", "output", "mode"])
         w.writerows(manifest)
-    with open(os.path.join(out_dir, "failures.txt"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "failures.txt")) as f:
         f.writelines(f"{rel}\t{reason}\n" for rel, reason in failures)
-    with open(os.path.join(out_dir, "rotated_landmarks.txt"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "rotated_landmarks.txt")) as f:
         f.writelines(line + "\n" for line in landmark_lines)
     page = HTMLPage(out_dir, f"Rotate-and-Render: {opt.name}")
     what = ("generator outputs, each beside the rotated render it was given" if mode == "generator"

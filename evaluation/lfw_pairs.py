@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from face3d.fileio import atomic_write
+
 # LFW as laid out next to the repository (../shared/data/lfw); the default --pairs_root.
 LFW_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
@@ -69,12 +71,11 @@ def _split_lfw(rel: str) -> tuple[str, int]:
 def write_pairs(pairs, path: str, header: str):
     """LFW pairs.txt layout: ``name n1 n2`` (same person), ``name1 n1 name2 n2``
     (different), after ``#`` comment lines."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     lines = [f"# {header}"]
     for a, b, same in pairs:
         (pa, na), (pb, nb) = _split_lfw(a), _split_lfw(b)
         lines.append(f"{pa}\t{na}\t{nb}" if same else f"{pa}\t{na}\t{pb}\t{nb}")
-    with open(path, "w") as f:
+    with atomic_write(path) as f:  # creates the folder; no half-written pairs file
         f.write("\n".join(lines) + "\n")
 
 

@@ -12,16 +12,10 @@ from evaluation.identity import IdentityEvaluator
 from evaluation.pose import PoseEvaluator
 from evaluation.reconstruction import ReconstructionEvaluator
 from evaluation.verification import VerificationEvaluator
+from util.registry import Registry
 
-EVALUATORS = {
-    "pose": PoseEvaluator,
-    "identity": IdentityEvaluator,
-    "reconstruction": ReconstructionEvaluator,
-    "verification": VerificationEvaluator,
-}
-
-
-def get_evaluator(name: str):
-    if name not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {name!r}; choose one of: {', '.join(EVALUATORS)}")
-    return EVALUATORS[name]
+EVALUATORS = Registry("evaluator", flag="evaluator", hint="add yours to evaluation/registry.py")
+EVALUATORS.register("pose", PoseEvaluator)
+EVALUATORS.register("identity", IdentityEvaluator)
+EVALUATORS.register("reconstruction", ReconstructionEvaluator)
+EVALUATORS.register("verification", VerificationEvaluator)

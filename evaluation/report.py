@@ -11,6 +11,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from face3d.fileio import atomic_write
 from util.html import HTMLPage
 
 # ------------------------------------------------------------------------------ text
@@ -70,10 +71,8 @@ def json_safe(o):
 
 def write_text(path: str, text: str):
     """Write a whole file or nothing: an interrupted run leaves no half report."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_report(out_dir: str, report: dict, text: str, failures):

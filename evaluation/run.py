@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from data.photos import load_photo
 from evaluation.evaluator import EvalRun, ScoredPhoto
-from evaluation.registry import EVALUATORS, get_evaluator
+from evaluation.registry import EVALUATORS
 from evaluation.report import Example, save_png
 from face3d.align import align
 from models.inference import face_tensors, pose_name
@@ -22,16 +22,17 @@ REPORT_VERSION = 1
 
 
 def build_evaluators(run: EvalRun, names=None) -> dict:
-    """{name: evaluator, or None when it is off for this run}, in report order (``names``:
-    a subset of the registry; default all of it)."""
-    return {n: get_evaluator(n).build(run) for n in (names or EVALUATORS)}
+    """{evaluator class: its evaluator for this run, or None when it is off}, in report
+    order (``names``: registry names; default all of them)."""
+    classes = [EVALUATORS.get(n) for n in (names or EVALUATORS)]
+    return {cls: cls.build(run) for cls in classes}
 
 
 class _Clock:
     """Seconds spent in each timed evaluator (reset, process and evaluate together)."""
 
     def __init__(self, evaluators: dict):
-        self.spent = {n: 0.0 for n in evaluators if get_evaluator(n).timed}
+        self.spent = {cls.name: 0.0 for cls in evaluators if cls.timed}
 
     def call(self, evaluator, method, *args):
         t = time.perf_counter()
@@ -75,9 +76,8 @@ def score(run: EvalRun, photos, evaluators: dict, clock: _Clock,
             show_rotations(scored.example, outputs, run.pose_list)
     in_loop = time.perf_counter() - t0 - sum(clock.spent.values())
     results = {}
-    for name, ev in evaluators.items():
-        results.update(dict.fromkeys(get_evaluator(name).keys) if ev is None
-                       else clock.call(ev, ev.evaluate))
+    for cls, ev in evaluators.items():
+        results.update(dict.fromkeys(cls.keys) if ev is None else clock.call(ev, ev.evaluate))
     return results, {"pose_identity": in_loop, **clock.spent}
 
 

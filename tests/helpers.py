@@ -21,3 +21,31 @@ def page_links(path) -> list[str]:
     with open(path) as f:
         parser.feed(f.read())
     return parser.links
+
+
+# A tiny rotatespade generator (a few thousand weights): fast enough for end-to-end runs.
+TINY_G = ["--ngf", "8", "--n_blocks_G", "1", "--n_downsample_G", "2", "--spade_nhidden", "8",
+          "--crop_size", "64", "--device", "cpu", "--model", "rotatespade"]
+
+
+def write_tiny_checkpoint(root, name: str = "tiny", extra=(), iteration: int = 0) -> str:
+    """``<root>/<name>/latest.pt`` as train.py writes it (``util.checkpoint.Checkpointer``),
+    of a freshly initialised tiny model made by the real model code; ``extra``: more
+    training flags. Returns the path."""
+    import os
+
+    import torch
+
+    from models import create_model
+    from options.train_options import TrainOptions
+    from trainers.trainer import Trainer
+    from util.checkpoint import Checkpointer, rng_state
+
+    opt = TrainOptions().parse(TINY_G + ["--name", name, "--checkpoints_dir", str(root),
+                                         "--no_vgg_loss", "--ndf", "8", "--num_D", "1",
+                                         "--n_layers_D", "2", *extra])
+    model = create_model(opt)
+    trainer = Trainer(opt, model, torch.device("cpu"))
+    return Checkpointer(os.path.join(str(root), name)).save(
+        "latest", trainer.nets(), trainer.optimizers, settings=model.settings(),
+        options=vars(opt), iteration=iteration, epoch=1, epoch_iter=iteration, rng=rng_state())

@@ -14,13 +14,11 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from helpers import page_links  # noqa: E402
+from helpers import page_links, write_tiny_checkpoint  # noqa: E402
 
 import test as rotate_cli  # noqa: E402  (the repository's test.py, not a pytest module)
 from face3d.examples import materialize_examples  # noqa: E402
-
-TINY = ["--ngf", "8", "--n_blocks_G", "1", "--n_downsample_G", "2", "--spade_nhidden", "8",
-        "--crop_size", "64", "--device", "cpu", "--model", "rotatespade"]
+from models.inference import load_generator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +31,9 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """A generator checkpoint in train.py's layout, made by the real model code."""
-    from models import create_model
-    from options.train_options import TrainOptions
-    from trainers.trainer import Trainer
-    from util.checkpoint import save_checkpoint
-
     root = tmp_path_factory.mktemp("ckpt")
-    opt = TrainOptions().parse(TINY + ["--name", "tiny", "--checkpoints_dir", str(root),
-                                       "--no_vgg_loss", "--ndf", "8", "--num_D", "1",
-                                       "--n_layers_D", "2"])
-    trainer = Trainer(opt, create_model(opt), torch.device("cpu"))
-    state = trainer.state_dict()
-    state.update(iteration=0, epoch=1, epoch_iter=0,
-                 options={k: v for k, v in vars(opt).items()
-                          if isinstance(v, (int, float, str, bool, type(None)))},
-                 rng={"torch": torch.get_rng_state()})
-    save_checkpoint(state, str(root / "tiny" / "latest.pt"))
+    write_tiny_checkpoint(root)
     return root
-
 
 
 def check_outputs(out_dir, n_photos, yaws, mode, size):
@@ -110,8 +92,26 @@ def test_generator_mode_with_checkpoint(tiny_checkpoint, tmp_path, capsys):
     assert "generator from" in captured.out
     assert "--ngf 16 conflicts with the checkpoint's ngf=8" in captured.err
     rows = check_outputs(tmp_path / "tiny", 2, [-30.0, 30.0], "generator", 64)
-    render = tmp_path / "tiny" / rows[0]["output"].replace(".png", "_render.png")
-    assert render.exists()
+    # Each output is the checkpoint's generator applied to the render beside it, not the
+    # render itself: far from the render, and what G gives for that (8-bit) render.
+    from models.inference import repair
+    from options.test_options import TestOptions
+    from util.visualizer import to_uint8
+
+    options = TestOptions()
+    opt = options.parse(["--name", "tiny", "--checkpoints_dir", str(tiny_checkpoint)])
+    model, _ = load_generator(opt, options.parser, torch.device("cpu"))
+    for r in rows:
+        out_path = tmp_path / "tiny" / r["output"]
+        render = np.asarray(Image.open(str(out_path).replace(".png", "_render.png")), np.float32)
+        output = np.asarray(Image.open(out_path), np.float32)
+        assert np.abs(output - render).mean() > 20, "generator mode wrote the render"
+        landmarks = next(line.split()[1:] for line in
+                         (tmp_path / "tiny" / "rotated_landmarks.txt").read_text().splitlines()
+                         if line.split()[0] == r["output"])
+        again = repair(model, torch.from_numpy(render).permute(2, 0, 1)[None] / 127.5 - 1,
+                       torch.tensor([float(v) for v in landmarks]).reshape(1, 68, 2))
+        assert np.abs(to_uint8(again)[0].astype(np.float32) - output).mean() < 2.0
 
 
 def test_bad_photos_are_listed_and_the_run_continues(photos, tmp_path):
