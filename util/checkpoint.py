@@ -88,8 +88,9 @@ def load_net(net: torch.nn.Module, state_dict: dict, name: str, path: str) -> No
 
 
 def checkpoint_path(opt, which: str | int | None = None) -> str:
+    """The checkpoint of run ``--name`` that ``which`` (default ``--which_epoch``) names."""
     which = opt.which_epoch if which is None else which
-    return os.path.join(opt.checkpoints_dir, opt.name, f"{which}.pt")
+    return Checkpointer(os.path.join(opt.checkpoints_dir, opt.name)).path(which)
 
 
 def rng_state() -> dict:
