@@ -62,7 +62,6 @@ Strategies (``strategy=``; all three give bit-identical results, tested):
   ~1,000 PyTorch operations, several times faster. CPU tensors only. Without numba it falls
   back to compact, silently. The environment variable ``RR_RASTERIZER=torch|numba`` picks
   the CPU default (torch: compact).
-
 * **compact** (the CPU default without numba) keeps only what is needed at each stage: the
   triangles that can cover a pixel, each span's exact pixel run, the covered pixels when
   resolving. Each compaction sizes its output with a host sync, which costs nothing on a CPU.
@@ -777,15 +776,21 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_attrs: torch.T
                          f"got {tuple(faces.shape)} {faces.dtype}")
     num_verts, channels = vertex_attrs.shape[-2:]
     device = fragments.face_ids.device
-    # The numba strategy has no kernel of its own here: compact gives the same values.
-    dense = _check_strategy("interpolate", strategy, device) == "dense"
+    strategy = _check_strategy("interpolate", strategy, device)
     faces = faces.to(device=device, dtype=torch.int64)
     _check_face_range("interpolate", faces, num_verts, "vertex_attrs has")
     dtype = torch.promote_types(vertex_attrs.dtype, torch.float32)
-    out = torch.zeros(batch * height * width, channels, dtype=dtype, device=device)
     if channels == 0:
-        return out.view(batch, height, width, channels)
+        return torch.zeros(batch, height, width, 0, dtype=dtype, device=device)
     attrs = vertex_attrs.to(device=device, dtype=dtype).reshape(-1, channels)
+    if strategy == "numba" and faces.shape[0]:
+        out = _numba_module().interpolate(
+            fragments.face_ids.reshape(-1), fragments.bary.reshape(-1, 3),
+            fragments.mask.reshape(-1), faces, attrs, height * width,
+            0 if shared else num_verts)
+        return out.view(batch, height, width, channels)
+    dense = strategy == "dense"
+    out = torch.zeros(batch * height * width, channels, dtype=dtype, device=device)
     faces_t = faces.t().contiguous()
     face_ids = fragments.face_ids.reshape(-1)
     bary = fragments.bary.reshape(-1, 3)

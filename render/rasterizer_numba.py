@@ -323,3 +323,44 @@ def rasterize(verts_flat: torch.Tensor, faces: torch.Tensor, batch: int, height:
                              _bands(batch, height), face_ids.numpy(), bary.numpy(),
                              depth.numpy(), mask.numpy())
     return face_ids, bary, depth, mask
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def interpolate_kernel(face_ids, bary, mask, faces, attrs, pixels_per_image, verts_per_image,
+                       out):
+    """``out[p] = sum_i attrs[corner_i] * bary[p, i]`` at covered pixels (0 elsewhere), with
+    the PyTorch path's rounding: each product in the attributes' dtype, summed in corner
+    order. ``verts_per_image`` is 0 when the attributes are shared by the batch."""
+    channels = attrs.shape[1]
+    for p in prange(face_ids.shape[0]):
+        if not mask[p]:
+            for k in range(channels):
+                out[p, k] = 0
+            continue
+        f = face_ids[p]
+        base = (p // pixels_per_image) * verts_per_image
+        v0 = faces[f, 0] + base
+        v1 = faces[f, 1] + base
+        v2 = faces[f, 2] + base
+        w0 = attrs.dtype.type(bary[p, 0])
+        w1 = attrs.dtype.type(bary[p, 1])
+        w2 = attrs.dtype.type(bary[p, 2])
+        for k in range(channels):
+            val = attrs[v0, k] * w0
+            val += attrs[v1, k] * w1
+            val += attrs[v2, k] * w2
+            out[p, k] = val
+
+
+def interpolate(face_ids, bary, mask, faces, attrs, pixels_per_image, verts_per_image):
+    """(P, C) interpolated attributes of flat fragments (CPU tensors; ``attrs`` (N, C) float32
+    or float64, ``faces`` int64 in range)."""
+    out = torch.empty(face_ids.shape[0], attrs.shape[1], dtype=attrs.dtype)
+    if out.numel():
+        _use_torch_threads()
+        with _LOCK:
+            interpolate_kernel(face_ids.contiguous().numpy(), bary.contiguous().numpy(),
+                               mask.contiguous().numpy(), faces.contiguous().numpy(),
+                               attrs.detach().contiguous().numpy(), pixels_per_image,
+                               verts_per_image, out.numpy())
+    return out

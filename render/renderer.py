@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from face3d.pose import euler_to_matrix
-from render import rasterizer
+from render import rasterizer, whole_image
 from render.rasterizer import Fragments, rasterize
 from render.settings import RenderSettings
 
@@ -34,13 +34,20 @@ class FaceMesh:
 
     Build it from ``face3d.topology.load_topology()`` (MediaPipe mesh) or any triangle list
     (e.g. the 3DDFA BFM mesh); ``mirror`` and ``landmarks68`` are optional there.
+    ``whole`` (a ``whole_image.WholeImageTopology``, MediaPipe's by default) is what
+    ``--render_scope image`` extends the face with; a mesh without one renders faces only.
     """
 
-    def __init__(self, triangles, mirror=None, landmarks68=None, device="cpu"):
+    def __init__(self, triangles, mirror=None, landmarks68=None, device="cpu", whole=None,
+                 face_triangles: int | None = None):
         self.triangles = torch.as_tensor(triangles, dtype=torch.int64, device=device)
         self.mirror = None if mirror is None else torch.as_tensor(mirror, device=device).long()
         self.landmarks68 = (None if landmarks68 is None
                             else torch.as_tensor(landmarks68, device=device).long())
+        self.whole = whole
+        # triangles [0, face_triangles) are the face's; the rest (if any) its extension
+        self.face_triangles = len(self.triangles) if face_triangles is None else face_triangles
+        self._whole_mesh = None
 
     @classmethod
     def mediapipe(cls, device="cpu") -> FaceMesh:
@@ -48,7 +55,23 @@ class FaceMesh:
 
         t = load_topology()
         triangles = np.concatenate([t["triangles"], t["fill_triangles"]])
-        return cls(triangles, t["mirror"], t["landmarks68"], device)
+        return cls(triangles, t["mirror"], t["landmarks68"], device,
+                   whole=whole_image.mediapipe_topology())
+
+    def whole_image(self) -> FaceMesh:
+        """The face plus its whole-image extension (face vertices and triangles first, so
+        landmark indices and face triangle ids are unchanged); built once per mesh."""
+        if self.whole is None:
+            raise ValueError("--render_scope image needs a mesh with a face oval (the "
+                             "MediaPipe mesh); use --render_scope face with this mesh")
+        if self.face_triangles < len(self.triangles):
+            return self  # already extended
+        if self._whole_mesh is None:
+            dev = self.triangles.device
+            tri = torch.cat([self.triangles, torch.as_tensor(self.whole.triangles, device=dev)])
+            self._whole_mesh = FaceMesh(tri, self.whole.mirror, self.landmarks68, dev,
+                                        self.whole, face_triangles=len(self.triangles))
+        return self._whole_mesh
 
     def to(self, device) -> FaceMesh:
         """This topology on ``device``; itself when it is already there, so that per-mesh
@@ -58,7 +81,8 @@ class FaceMesh:
             return self
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return FaceMesh(triangles, move(self.mirror), move(self.landmarks68),
-                        device=triangles.device)
+                        device=triangles.device, whole=self.whole,
+                        face_triangles=self.face_triangles)
 
 
 @dataclass
@@ -68,6 +92,7 @@ class Rendered:
     hidden: torch.Tensor  # (B, 1, H, W) float: covered, but hidden in the source view
     filled: torch.Tensor  # (B, 1, H, W) float: hidden pixels repaired by the symmetry fill
     fragments: Fragments
+    outside: torch.Tensor  # (B, 1, H, W) float: covered, but from outside the source image
 
 
 # ---------------------------------------------------------------------------- pose control
@@ -198,11 +223,20 @@ def rasterize_views(triangles, height, width, *views):
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _outside(point, height: int, width: int):
+    """Is each point (P, >= 2: x, y) outside the image? Its texture is the image's edge
+    pixels, repeated by the lookup's border padding: made up, not seen."""
+    x, y = point[:, 0], point[:, 1]
+    return (x < 0) | (x > width) | (y < 0) | (y > height)
+
+
 def _visible_in(src: Fragments, batch, point, tol):
     """Is each surface point (P, 3: x, y, z in the source view, of image ``batch``) seen in
     the source view? It is when, at any of the 4 pixels around it (the footprint of the
     bilinear texture lookup), the source's z-buffer is not nearer than the point. A single
-    nearest pixel flags isolated false 'hidden' texels on steep surfaces (nose, cheeks)."""
+    nearest pixel flags isolated false 'hidden' texels on steep surfaces (nose, cheeks).
+    A point outside the source image counts as visible: nothing in the photo hides it (its
+    texture is made up all the same; ``_outside`` tells)."""
     B, H, W = src.face_ids.shape
     x0 = (point[:, 0] - 0.5).floor().long()
     y0 = (point[:, 1] - 0.5).floor().long()
@@ -212,12 +246,14 @@ def _visible_in(src: Fragments, batch, point, tol):
     at = (rows[:, None] + cols[None]).view(-1)  # the 4 pixels, as 4 rows of P
     covered = src.mask.view(-1).index_select(0, at).view(4, -1)
     nearest = src.depth.view(-1).index_select(0, at).view(4, -1)
-    return (covered & (z <= nearest)).any(0)
+    return (covered & (z <= nearest)).any(0) | _outside(point, H, W)
 
 
-def depth_tolerance(vertices):
+def depth_tolerance(vertices, num_face_vertices: int | None = None):
     """Per-face z-test slack: 3% of the face's width (at least 1 px), which absorbs the
-    nearest-pixel lookup of the depth buffer on steep surfaces."""
+    nearest-pixel lookup of the depth buffer on steep surfaces. The width is that of the
+    first ``num_face_vertices`` vertices (the face of a whole-image mesh), else of all."""
+    vertices = vertices[:, :num_face_vertices]
     width = vertices[..., 0].amax(1) - vertices[..., 0].amin(1)
     return (0.03 * width).clamp(min=1.0)
 
@@ -238,7 +274,8 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     else:
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
         src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
-    tol = depth_tolerance(src_vertices)
+    tol = depth_tolerance(src_vertices, None if mesh.whole is None else
+                          mesh.whole.num_face_vertices)
     cov = _Covered(dst, tri, src_vertices.shape[1])
     point = cov.at(src_vertices)  # (P, 3): where each covered pixel was in the source view
     hidden = ~_visible_in(src, cov.batch, point, tol)
@@ -250,12 +287,13 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     filled = torch.zeros_like(hidden)
     if symmetric_fill:
         twin = cov.at(src_vertices[:, mesh.mirror])
-        filled = hidden & _visible_in(src, cov.batch, twin, tol)
+        filled = hidden & _visible_in(src, cov.batch, twin, tol) & ~_outside(twin, H, W)
         colour = torch.where(filled[:, None], cov.sample(src_image, twin[:, :2]), colour)
     dtype = colour.dtype
+    outside = _outside(point, H, W)
     return Rendered(cov.image(colour), dst.mask[:, None].to(dtype),
                     cov.image(hidden[:, None].to(dtype)), cov.image(filled[:, None].to(dtype)),
-                    dst)
+                    dst, cov.image(outside[:, None].to(dtype)))
 
 
 # ----------------------------------------------------------------------- masks, background
@@ -299,23 +337,64 @@ def composite(render: Rendered, mask, background):
 
 
 # ------------------------------------------------------------------------ the two products
+def _whole_image_views(vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
+                       size: int):
+    """(whole-image mesh, its vertices at the source pose, at the target pose)."""
+    whole = mesh.whole_image()
+    src = whole_image.extend_vertices(vertices, rotation, scale, translation, size,
+                                      whole.whole)
+    dst = whole_image.rotate_whole(src, rotation, scale, translation, yaw, pitch, whole.whole)
+    return whole, src, dst
+
+
+def _face_region(frags: Fragments, mesh: FaceMesh, dtype):
+    """(B, 1, H, W): pixels drawn by the face's own triangles (not its extension)."""
+    return (frags.mask & (frags.face_ids < mesh.face_triangles))[:, None].to(dtype)
+
+
+def _stretched(frags: Fragments, mesh: FaceMesh, from_vertices, to_vertices, dtype):
+    """(B, 1, H, W): pixels whose triangle's screen area grew more than
+    ``whole_image.STRETCH_FACTOR`` times from ``from_vertices`` (where the texture came
+    from) to ``to_vertices`` (this view): hair or background revealed behind a turning
+    head, which the render can only smear."""
+    ratio = whole_image.stretch_ratio(from_vertices, to_vertices, mesh.triangles)
+    B, H, W = frags.face_ids.shape
+    at = torch.gather(ratio, 1, frags.face_ids.view(B, -1).clamp_min(0)).view(B, 1, H, W)
+    return ((at > whole_image.STRETCH_FACTOR) & frags.mask[:, None]).to(dtype)
+
+
 def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
                  settings: RenderSettings | None = None, per_vertex: bool = False) -> dict:
-    """Test time: the photo's face turned to (yaw, pitch), rendered with the photo's texture.
-    ``settings`` defaults to no erosion (a view shows the whole rendered face).
+    """Test time: the photo turned to (yaw, pitch), rendered with the photo's texture:
+    the face alone on the background fill (``render_scope`` 'face', the original's), or
+    the whole crop (``render_scope`` 'image', see ``render.whole_image``). ``settings``
+    defaults to no erosion (a view shows the whole rendered face).
 
-    Returns image (background-filled), mask, hidden, filled and landmarks (B, 68, 2)."""
+    Returns image, mask (the eroded face region), hidden, filled, stretched (texture the
+    render had to make up: pixels of triangles grown past the stretch factor, or whose
+    surface lay outside the source crop; none for 'face'), coverage (pixels the mesh
+    covers), vertices (the face's) and landmarks (B, 68, 2)."""
     settings = RenderSettings(erode_kernel=0) if settings is None else settings
-    erode_kernel, background = settings.erode_kernel, settings.background
-    symmetric_fill = settings.symmetric_fill
-    dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
-    src, dst_frags = rasterize_views(mesh.triangles, *image.shape[-2:], vertices, dst)
-    r = render_textured(image, vertices, dst, mesh, src_fragments=src, dst_fragments=dst_frags,
-                        per_vertex=per_vertex, symmetric_fill=symmetric_fill)
-    mask = erode(r.mask, erode_kernel)
-    bg = background_colour(image, src.mask[:, None].to(image.dtype), background)
-    return dict(image=composite(r, mask, bg), mask=mask, hidden=r.hidden, filled=r.filled,
-                vertices=dst, landmarks=_landmarks(dst, mesh))
+    if settings.render_scope == "image":
+        drawn, src_v, dst = _whole_image_views(vertices, rotation, scale, translation, yaw,
+                                               pitch, mesh, image.shape[-1])
+    else:
+        drawn, src_v = mesh, vertices
+        dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
+    src, dst_frags = rasterize_views(drawn.triangles, *image.shape[-2:], src_v, dst)
+    r = render_textured(image, src_v, dst, drawn, src_fragments=src, dst_fragments=dst_frags,
+                        per_vertex=per_vertex, symmetric_fill=settings.symmetric_fill)
+    mask = erode(_face_region(dst_frags, drawn, image.dtype), settings.erode_kernel)
+    bg = background_colour(image, _face_region(src, drawn, image.dtype), settings.background)
+    if settings.render_scope == "image":  # the face region is part of the picture
+        shown = r.mask
+        stretched = _stretched(dst_frags, drawn, src_v, dst, image.dtype).maximum(r.outside)
+    else:
+        shown, stretched = mask, torch.zeros_like(r.mask)
+    n = vertices.shape[1]
+    return dict(image=composite(r, shown, bg), mask=mask, hidden=r.hidden, filled=r.filled,
+                stretched=stretched, coverage=r.mask, vertices=dst[:, :n],
+                landmarks=_landmarks(dst, mesh))
 
 
 def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
@@ -324,40 +403,58 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     (``settings`` defaults to the training defaults, ``RenderSettings()``).
 
     Rotate a->b with the photo's texture, re-texture the mesh from that render, rotate back
-    to a. Returns:
-      input:        the a->b->a render with artifacts (background-filled outside the eroded
-                    face mask) -- the generator's input;
+    to a. With ``render_scope`` 'image' the whole crop is rotated (``render.whole_image``)
+    and the artifacts are exactly those of a real whole-image rotation. Returns:
+      input:        the a->b->a render with artifacts (with 'face', background-filled
+                    outside the eroded face mask) -- the generator's input;
       real:         the photo (the generator's target);
       mask:         the eroded face mask at a; hidden_b: pixels at a whose surface was hidden
-                    at b (where the artifacts are);
-      rotated:      the a->b render (background-filled), for the rotated-mesh GAN step;
-      mask_b, landmarks_a, landmarks_b (B, 68, 2), vertices_b.
+                    at b (where the artifacts are); stretched: pixels at a whose triangle
+                    is more than the stretch factor larger than at b (smeared from b's
+                    render; none for 'face');
+      rotated:      the a->b render, for the rotated-mesh GAN step; stretched_b its
+                    stretched pixels;
+      mask_b, landmarks_a, landmarks_b (B, 68, 2), vertices_b (the face's).
     """
     settings = RenderSettings() if settings is None else settings
-    erode_kernel, background = settings.erode_kernel, settings.background
-    symmetric_fill = settings.symmetric_fill
     H, W = image.shape[-2:]
-    tri = mesh.triangles
-    verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)
-    frags_a, frags_b = rasterize_views(tri, H, W, vertices, verts_b)
-    mask_a_full = frags_a.mask[:, None].to(image.dtype)
-    bg = background_colour(image, mask_a_full, background)
-    to_b = render_textured(image, vertices, verts_b, mesh, src_fragments=frags_a,
-                           dst_fragments=frags_b, symmetric_fill=symmetric_fill)
-    mask_b = erode(to_b.mask, erode_kernel)
-    rotated = composite(to_b, mask_b, bg)
+    n = vertices.shape[1]
+    whole = settings.render_scope == "image"
+    if whole:
+        drawn, verts_a, verts_b = _whole_image_views(vertices, rotation, scale, translation,
+                                                     yaw_b, pitch_b, mesh, W)
+    else:
+        drawn, verts_a = mesh, vertices
+        verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)
+    frags_a, frags_b = rasterize_views(drawn.triangles, H, W, verts_a, verts_b)
+    bg = background_colour(image, _face_region(frags_a, drawn, image.dtype),
+                           settings.background)
+    to_b = render_textured(image, verts_a, verts_b, drawn, src_fragments=frags_a,
+                           dst_fragments=frags_b, symmetric_fill=settings.symmetric_fill)
+    mask_b = erode(_face_region(frags_b, drawn, image.dtype), settings.erode_kernel)
+    rotated = composite(to_b, to_b.mask if whole else mask_b, bg)
     # Re-texture from the render at b, render back at a (the geometry of a is the source
     # view we already rasterised, so only b's raster is new). Outside b's silhouette the
     # texture is the background colour, not 0, so bilinear lookups at the silhouette do
     # not pull a dark seam into the face.
-    back = render_textured(composite(to_b, to_b.mask, bg), verts_b, vertices, mesh,
+    back = render_textured(composite(to_b, to_b.mask, bg), verts_b, verts_a, drawn,
                            src_fragments=to_b.fragments, dst_fragments=frags_a,
-                           symmetric_fill=symmetric_fill)
-    mask_a = erode(back.mask, erode_kernel)
-    return dict(input=composite(back, mask_a, bg), real=image, mask=mask_a,
-                hidden_b=back.hidden * mask_a, rotated=rotated, mask_b=mask_b,
-                landmarks_a=_landmarks(vertices, mesh), landmarks_b=_landmarks(verts_b, mesh),
-                vertices_b=verts_b)
+                           symmetric_fill=settings.symmetric_fill)
+    mask_a = erode(_face_region(frags_a, drawn, image.dtype), settings.erode_kernel)
+    if whole:
+        shown = back.mask
+        stretched = _stretched(frags_a, drawn, verts_b, verts_a, image.dtype).maximum(
+            back.outside)
+        stretched_b = _stretched(frags_b, drawn, verts_a, verts_b, image.dtype).maximum(
+            to_b.outside)
+        hidden_b = back.hidden
+    else:
+        shown, stretched, stretched_b = mask_a, torch.zeros_like(mask_a), torch.zeros_like(mask_b)
+        hidden_b = back.hidden * mask_a
+    return dict(input=composite(back, shown, bg), real=image, mask=mask_a,
+                hidden_b=hidden_b, stretched=stretched, rotated=rotated, mask_b=mask_b,
+                stretched_b=stretched_b, landmarks_a=_landmarks(vertices, mesh),
+                landmarks_b=_landmarks(verts_b, mesh), vertices_b=verts_b[:, :n])
 
 
 def _landmarks(vertices, mesh: FaceMesh):

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 BACKGROUNDS = ("avg", "grey")
+RENDER_SCOPES = ("image", "face")
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,18 @@ class RenderSettings:
     background:     fill outside the face: its mean colour ('avg', the original's avg_BG)
                     or mid-grey ('grey');
     symmetric_fill: colour texels hidden in the source view from their mirror-symmetric
-                    point when that one was visible.
+                    point when that one was visible;
+    render_scope:   'image' rotates the whole crop (face, head, hair, neck, background:
+                    ``render.whole_image``); 'face' the face mesh alone on the background
+                    fill, as the original did. The dataclass default is 'face' so that
+                    settings saved before the option existed mean what they meant; the
+                    command line's default is 'image'.
     """
 
     erode_kernel: int = 19
     background: str = "avg"
     symmetric_fill: bool = False
+    render_scope: str = "face"
 
     def __post_init__(self):
         if self.erode_kernel < 0:
@@ -32,6 +39,9 @@ class RenderSettings:
         if self.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {self.background!r}; choose one of: "
                              f"{', '.join(BACKGROUNDS)}")
+        if self.render_scope not in RENDER_SCOPES:
+            raise ValueError(f"unknown render_scope {self.render_scope!r}; choose one of: "
+                             f"{', '.join(RENDER_SCOPES)}")
 
     @classmethod
     def from_options(cls, opt) -> RenderSettings:

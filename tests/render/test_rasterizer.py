@@ -1,12 +1,16 @@
 """Tests of render/rasterizer.py: coverage rule, z-buffer, barycentrics, edge cases.
 
-Every test runs with both strategies (compact, the CPU's default, and dense, the GPU's),
-selected through ``default_strategy``; the strategy-specific tests come at the end.
+Every test runs with each strategy (compact, the PyTorch CPU path; dense, the GPU's; numba,
+the compiled CPU kernel), selected through ``default_strategy``, except those marked
+``@strategies_given``, which pick strategies themselves and run once; they come at the end.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -15,11 +19,26 @@ from render import rasterizer
 from render.rasterizer import STRATEGIES, Fragments, SizingPlan, interpolate, rasterize
 from util.op_count import OpCounter
 
+FIELDS = ("face_ids", "bary", "depth", "mask")
 
-@pytest.fixture(autouse=True, params=STRATEGIES)
+
+def strategies_given(test):
+    """Mark a test that names its strategies: it runs once, with the defaults untouched."""
+    test.strategies_given = True
+    return test
+
+
+def pytest_generate_tests(metafunc):
+    if not getattr(metafunc.function, "strategies_given", False):
+        metafunc.parametrize("strategy", STRATEGIES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
 def strategy(request, monkeypatch):
-    monkeypatch.setattr(rasterizer, "default_strategy", lambda device: request.param)
-    return request.param
+    name = getattr(request, "param", None)
+    if name is not None:
+        monkeypatch.setattr(rasterizer, "default_strategy", lambda device: name)
+    return name
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -136,10 +155,10 @@ def test_square_of_two_triangles_covers_each_pixel_once(rect, diagonal, flip):
     assert torch.equal(frags.mask[0], expected)
 
 
-def test_jittered_grid_of_10k_triangles_has_no_cracks_and_no_overlaps():
-    gen = torch.Generator().manual_seed(0)
-    n = 71  # 71 x 71 cells, 2 triangles each: 10,082 triangles
-    lo, hi = 8.0, 248.0  # region boundary on pixel boundaries: no centre lies on it
+def jittered_grid(seed=0, n=71, lo=8.0, hi=248.0):
+    """A valid tiling of the square [lo, hi]^2 by 2 n^2 triangles (10,082 for n = 71) of
+    random winding, half its interior vertices on the half-pixel lattice; z = 0."""
+    gen = torch.Generator().manual_seed(seed)
     g = torch.linspace(lo, hi, n + 1)
     gy, gx = torch.meshgrid(g, g, indexing="ij")
     cell = (hi - lo) / n
@@ -167,6 +186,12 @@ def test_jittered_grid_of_10k_triangles_has_no_cracks_and_no_overlaps():
     # Random winding: with culling off both orientations must tile the same way.
     swap = torch.rand(faces.shape[0], generator=gen) < 0.5
     faces[swap] = faces[swap][:, [0, 2, 1]]
+    return verts, faces
+
+
+def test_jittered_grid_of_10k_triangles_has_no_cracks_and_no_overlaps():
+    lo, hi = 8.0, 248.0  # region boundary on pixel boundaries: no centre lies on it
+    verts, faces = jittered_grid(0, 71, lo, hi)
     assert faces.shape[0] >= 10_000
 
     covered, multiple = claims(verts, faces, 256, 256)
@@ -535,25 +560,33 @@ def sloped_mesh(seed, batch=2, num_verts=200, num_faces=400, height=40, width=56
 
 
 def assert_same_fragments(a, b):
-    for name in ("face_ids", "bary", "depth", "mask"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    """Bit for bit: floats are compared as their bits, so NaNs and -0.0 count too."""
+    for name in FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if x.is_floating_point():
+            x, y = x.view(torch.int32), y.view(torch.int32)
+        assert x.dtype == y.dtype and torch.equal(x, y), name
 
 
+@strategies_given
 @pytest.mark.parametrize("kw", [{}, {"cull_backfaces": True}, {"max_chunk_pixels": 300},
                                 {"max_chunk_pixels": 5000, "cull_backfaces": True}])
 def test_strategies_give_identical_fragments(kw):
     for seed in range(3):
         verts, faces, height, width = sloped_mesh(seed)
         compact = rasterize(verts, faces, height, width, strategy="compact", **kw)
-        dense = rasterize(verts, faces, height, width, strategy="dense", **kw)
-        assert_same_fragments(compact, dense)
         attrs = torch.randn(verts.shape[0], verts.shape[1], 5)
         chunk = kw.get("max_chunk_pixels")
-        assert torch.equal(
-            interpolate(compact, faces, attrs, max_chunk_pixels=chunk, strategy="compact"),
-            interpolate(compact, faces, attrs, max_chunk_pixels=chunk, strategy="dense"))
+        expected = interpolate(compact, faces, attrs, max_chunk_pixels=chunk,
+                               strategy="compact")
+        for other in ("dense", "numba"):
+            assert_same_fragments(
+                compact, rasterize(verts, faces, height, width, strategy=other, **kw))
+            assert torch.equal(expected, interpolate(compact, faces, attrs, strategy=other,
+                                                     max_chunk_pixels=chunk))
 
 
+@strategies_given
 def test_dense_strategy_syncs_once_per_rasterize_and_never_to_interpolate():
     verts, faces, height, width = sloped_mesh(4)
     rasterize(verts, faces, height, width)  # the faces' range check happens once
@@ -566,6 +599,7 @@ def test_dense_strategy_syncs_once_per_rasterize_and_never_to_interpolate():
     assert counter.syncs == 0
 
 
+@strategies_given
 def test_face_range_check_sees_in_place_changes():
     verts, faces, height, width = sloped_mesh(5)
     faces = faces.clone()
@@ -577,6 +611,7 @@ def test_face_range_check_sees_in_place_changes():
         interpolate(rasterize(verts, faces[:3], height, width), faces, verts)
 
 
+@strategies_given
 def test_sizing_plan_replays_without_syncs_and_reports_overflow():
     verts, faces, height, width = sloped_mesh(6)
     expected = rasterize(verts, faces, height, width, strategy="compact")
@@ -608,6 +643,7 @@ def test_sizing_plan_replays_without_syncs_and_reports_overflow():
         rasterize(verts, faces, height, width, strategy="dense")
 
 
+@strategies_given
 def test_sizing_plan_replays_work_spread_over_several_chunks():
     verts, faces, height, width = sloped_mesh(7, batch=1, num_verts=30, num_faces=20)
     expected = rasterize(verts, faces, height, width, strategy="compact")
@@ -626,6 +662,7 @@ def test_sizing_plan_replays_work_spread_over_several_chunks():
         SizingPlan(headroom=0.5)
 
 
+@strategies_given
 def test_sizing_plan_has_one_step_per_chunk_of_images():
     n = 30  # a grid of 1-px cells: tiny triangles, about one span each
     ys, xs = torch.meshgrid(torch.arange(n + 1.0), torch.arange(n + 1.0), indexing="ij")
@@ -647,3 +684,248 @@ def test_sizing_plan_has_one_step_per_chunk_of_images():
         assert not bool(plan.overflowed())
     assert_same_fragments(got, expected)
     assert expected.mask.float().mean() > 0.8
+
+
+# ------------------------------------------------------------ the compiled kernel (numba)
+needs_numba = pytest.mark.skipif(not rasterizer.numba_available(), reason="numba not installed")
+
+
+def assert_numba_matches_torch(verts, faces, height, width, attrs=None, **kw):
+    """The numba strategy's fragments (and interpolation) equal the PyTorch CPU path's."""
+    torch_path = rasterize(verts, faces, height, width, strategy="compact", **kw)
+    compiled = rasterize(verts, faces, height, width, strategy="numba", **kw)
+    assert_same_fragments(torch_path, compiled)
+    if attrs is not None:
+        assert torch.equal(interpolate(torch_path, faces, attrs, strategy="compact"),
+                           interpolate(torch_path, faces, attrs, strategy="numba"))
+    return compiled
+
+
+def hand_made_meshes():
+    """(name, verts, faces, height, width): the meshes of the tests above, and slivers."""
+    gen = torch.Generator().manual_seed(40)
+    for seed in range(4):
+        yield (f"sloped {seed}", *sloped_mesh(seed, batch=1 + seed % 3))
+    for lattice in (None, 2, 4, 256):
+        v, f = random_mesh(gen, 40, 60, 20, 24, margin=6.0, lattice=lattice)
+        v[:, 2] = torch.randint(-3, 4, (40,), generator=gen).float()  # exact depth ties
+        yield f"lattice {lattice}", v, f, 20, 24
+    square = torch.tensor([[2.5, 1.5, 1.0], [9.5, 1.5, 1.0], [9.5, 7.5, 2.0], [2.5, 7.5, 0.0]])
+    yield "square", square, torch.tensor([[0, 1, 2], [0, 2, 3], [0, 3, 2]]), 12, 13
+    c = 5.5
+    ring = [(round((c + 3 * math.cos(k * math.pi / 4)) * 2) / 2,
+             round((c + 3 * math.sin(k * math.pi / 4)) * 2) / 2) for k in range(8)]
+    fan = torch.tensor([[c, c, 0.0]] + [[x, y, 0.1 * i] for i, (x, y) in enumerate(ring)])
+    yield "fan", fan, torch.tensor([[0, 1 + k, 1 + (k + 1) % 8] for k in range(8)]), 12, 12
+    # Slivers a few 1/256 px wide, long thin triangles, a huge one clipped to the image.
+    sliver = torch.tensor([[0.0, 0.0, 0.0], [60.0, 40.0, 5.0], [60.01, 40.0, -5.0],
+                           [-900.0, -500.0, 1.0], [3000.0, 10.0, 2.0], [20.0, 4000.0, 0.5],
+                           [1.0, 30.0, 3.0], [63.0, 30.004, 3.0], [1.0, 30.008, 3.0]])
+    yield "slivers", sliver, torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]]), 48, 64
+
+
+@needs_numba
+@strategies_given
+@pytest.mark.parametrize("kw", [{}, {"cull_backfaces": True}])
+def test_numba_matches_torch_on_hand_made_meshes(kw):
+    for name, verts, faces, height, width in hand_made_meshes():
+        attrs = torch.randn(*verts.shape[:-1], 3)
+        frags = assert_numba_matches_torch(verts, faces, height, width, attrs, **kw)
+        assert frags.mask.any() or kw, name
+        assert_numba_matches_torch(verts.double(), faces, height, width, attrs.double(), **kw)
+
+
+@needs_numba
+@strategies_given
+def test_numba_matches_torch_on_the_10k_grid():
+    verts, faces = jittered_grid(1)
+    gen = torch.Generator().manual_seed(5)
+    verts[:, 2] = torch.rand(verts.shape[0], generator=gen) * 40 - 20  # a bumpy surface
+    turned = verts.clone()
+    turned[:, :2] = (verts[:, :2] - 128) @ torch.tensor([[0.8, -0.6], [0.6, 0.8]]) * 1.3 + 120
+    frags = assert_numba_matches_torch(torch.stack([verts, turned]), faces, 256, 256,
+                                       torch.randn(verts.shape[0], 2))
+    assert frags.mask[1].float().mean() > 0.9
+
+
+@needs_numba
+@strategies_given
+def test_numba_matches_torch_on_real_fits(faces, mesh):
+    """The astronaut and Grace Hopper (and the LFW samples when present) turned to 7 yaws,
+    shifted half out of the crop too; both windings and culled."""
+    from fitted_faces import CROP, batch_of
+
+    from render.renderer import rotate_vertices
+
+    yaws = torch.tensor([-75.0, -50.0, -25.0, 0.0, 25.0, 50.0, 75.0])
+    n = len(yaws)
+    for face in faces.values():
+        b = batch_of([face] * n)
+        views = rotate_vertices(b["vertices"], b["rotation"], b["scale"], b["translation"],
+                                yaws, b["pitch"])
+        shifted = views + torch.tensor([0.45 * CROP, -0.3 * CROP, 0.0])
+        colours = torch.rand(views.shape[1], 3)
+        for kw in ({}, {"cull_backfaces": True}):
+            for v in (views, shifted):
+                frags = assert_numba_matches_torch(v, mesh.triangles, CROP, CROP, colours,
+                                                   **kw)
+                assert frags.mask.sum() > 1000 * n
+
+
+@needs_numba
+@strategies_given
+def test_numba_edge_cases_give_the_torch_paths_results():
+    """Documented results, the same as the PyTorch path's: an empty mesh or image draws
+    nothing; zero-area triangles draw nothing; vertices outside the image are clipped;
+    triangles with a NaN/inf vertex or |x|, |y| > 2**20 are skipped; a depth plane that
+    overflows float64 (float64 z near 1e308) gives the same NaN/inf depths."""
+    gen = torch.Generator().manual_seed(9)
+    verts, faces = random_mesh(gen, 12, 16, 16, 16, margin=10.0)
+    tri = torch.tensor([[0, 1, 2]])
+    for v, f, h, w in [
+        (verts, torch.zeros(0, 3, dtype=torch.long), 16, 16),
+        (torch.zeros(0, 12, 3), faces, 16, 16),
+        (verts, faces, 0, 16), (verts, faces, 16, 0),
+        (torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), 3, 3),
+    ]:
+        frags = assert_numba_matches_torch(v, f, h, w)
+        assert not frags.mask.any() and (frags.face_ids == -1).all()
+    degenerate = torch.tensor([[1.0, 1.0, 0.0], [9.0, 9.0, 0.0], [5.0, 5.0, 0.0],
+                               [3.0, 3.0, 1.0], [3.001, 3.001, 1.0]])
+    frags = assert_numba_matches_torch(degenerate, torch.tensor([[0, 1, 2], [3, 3, 3],
+                                                                 [0, 1, 1], [3, 4, 0]]), 12, 12)
+    assert not frags.mask.any()
+    outside = torch.tensor([[-20.0, -20.0, 0.0], [-5.0, -20.0, 0.0], [-20.0, -5.0, 0.0],
+                            [-10.0, 4.0, 0.0], [30.0, 4.0, 0.0], [5.0, 40.0, 0.0]])
+    frags = assert_numba_matches_torch(outside, torch.tensor([[0, 1, 2], [3, 4, 5]]), 16, 16)
+    assert (frags.face_ids == 1).sum() > 50 and not (frags.face_ids == 0).any()
+    for bad in (math.nan, math.inf, -math.inf, 2.0**21):
+        for coord in range(3):
+            broken = verts.clone()
+            broken[4, coord] = bad
+            assert_numba_matches_torch(broken, faces, 16, 16, cull_backfaces=coord == 1)
+    huge = torch.tensor([[0.0, 0.0, 1e308], [16.0, 0.3, -1e308], [0.2, 16.0, 1e308]],
+                        dtype=torch.float64)
+    frags = assert_numba_matches_torch(huge, tri, 16, 16)
+    assert frags.mask.sum() > 100 and not frags.depth[frags.mask].isfinite().all()
+    big = torch.tensor([[0.0, 0.0, 3e38], [16.0, 0.3, -3e38], [0.2, 16.0, 3e38]])
+    frags = assert_numba_matches_torch(big, tri, 16, 16)
+    assert not frags.depth.isnan().any()
+    half = verts.half()
+    assert_numba_matches_torch(half, faces, 16, 16, torch.randn(12, 2).half())
+    assert_numba_matches_torch(verts.requires_grad_(True), faces.int(), 16, 16)
+
+
+@needs_numba
+@strategies_given
+@pytest.mark.parametrize("batch", [1, 3])
+def test_numba_tiles_and_threads_do_not_change_the_result(batch):
+    from render import rasterizer_numba
+
+    verts, faces, height, width = sloped_mesh(11, batch=batch, height=37)
+    expected = rasterize(verts, faces, height, width, strategy="compact")
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert_same_fragments(
+                expected, rasterize(verts, faces, height, width, strategy="numba"))
+    finally:
+        torch.set_num_threads(threads)
+    v = verts.reshape(-1, 3).numpy()
+    for bands in (1, 2, 5, 36, 37, 80):  # more bands than rows: some are empty
+        out = [torch.empty(batch * height * width, dtype=torch.int64),
+               torch.empty(batch * height * width, 3), torch.empty(batch * height * width),
+               torch.empty(batch * height * width, dtype=torch.bool)]
+        rasterizer_numba.rasterize_kernel(v, faces.numpy(), batch, height, width, False, bands,
+                                          *(t.numpy() for t in out))
+        got = Fragments(*(t.view(batch, height, width, -1).squeeze(-1) for t in out))
+        assert_same_fragments(expected, got)
+
+
+def _rasterize_sloped(seed):
+    verts, faces, height, width = sloped_mesh(seed)
+    return rasterize(verts, faces, height, width, strategy="numba").face_ids
+
+
+@needs_numba
+@strategies_given
+def test_numba_kernel_runs_in_forked_children():
+    """DataLoader workers are forked after the parent has rendered: the threading layer
+    must survive that (numba's OpenMP layer would kill the child)."""
+    import multiprocessing
+
+    parent = _rasterize_sloped(12)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(_rasterize_sloped, (12,))
+    assert torch.equal(parent, child)
+
+
+@needs_numba
+@strategies_given
+def test_numba_kernel_is_safe_from_several_threads():
+    """Renders from several Python threads at once (numba's workqueue layer aborts the
+    process on concurrent entry unless calls are serialised): in a subprocess, so that a
+    regression fails this test instead of killing the test run."""
+    script = textwrap.dedent("""
+        import threading, torch
+        from render.rasterizer import rasterize
+        verts = torch.rand(4, 200, 3) * 64
+        faces = torch.randint(0, 200, (400, 3))
+        expected = rasterize(verts, faces, 64, 64, strategy="compact").face_ids
+        bad = []
+        def work():
+            for _ in range(30):
+                got = rasterize(verts, faces, 64, 64, strategy="numba").face_ids
+                bad.append(not torch.equal(got, expected))
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print("mismatches", sum(bad), "of", len(bad))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=str(rasterizer.__file__).rsplit("/render/", 1)[0])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "mismatches 0 of 90" in run.stdout
+
+
+@strategies_given
+def test_without_numba_the_torch_path_runs(monkeypatch):
+    """numba not importable: the default on the CPU is compact and strategy="numba" falls
+    back to it, with no error."""
+    import render
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
+    monkeypatch.delitem(sys.modules, "render.rasterizer_numba", raising=False)
+    monkeypatch.delattr(render, "rasterizer_numba", raising=False)
+    monkeypatch.setattr(rasterizer, "_NUMBA", [])
+    assert not rasterizer.numba_available()
+    assert rasterizer.default_strategy("cpu") == "compact"
+    verts, faces, height, width = sloped_mesh(13)
+    expected = rasterize(verts, faces, height, width, strategy="compact")
+    with OpCounter() as counter:  # the PyTorch path runs (the kernel would be one call)
+        got = rasterize(verts, faces, height, width, strategy="numba")
+    assert counter.ops > 50
+    assert_same_fragments(expected, got)
+    attrs = torch.randn(verts.shape[1], 2)
+    assert torch.equal(interpolate(got, faces, attrs, strategy="numba"),
+                       interpolate(got, faces, attrs, strategy="compact"))
+
+
+@strategies_given
+def test_environment_variable_picks_the_cpu_default(monkeypatch):
+    monkeypatch.setenv(rasterizer.ENV_VAR, "torch")
+    assert rasterizer.default_strategy("cpu") == "compact"
+    assert rasterizer.default_strategy("cuda") == "dense"
+    monkeypatch.setenv(rasterizer.ENV_VAR, "numba")
+    assert rasterizer.default_strategy("cpu") == (
+        "numba" if rasterizer.numba_available() else "compact")
+    assert rasterizer.default_strategy("cuda") == "dense"
+    monkeypatch.delenv(rasterizer.ENV_VAR)
+    assert rasterizer.default_strategy("cpu") == (
+        "numba" if rasterizer.numba_available() else "compact")
+    monkeypatch.setenv(rasterizer.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="RR_RASTERIZER must be torch or numba"):
+        rasterize(torch.zeros(3, 3), torch.tensor([[0, 1, 2]]), 4, 4)
+    with pytest.raises(ValueError, match="CPU tensors only"):
+        rasterizer._check_strategy("rasterize", "numba", "cuda")

@@ -9,12 +9,12 @@ are printed with ``pytest -s``.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fitted_faces import CROP, LFW, LFW_NAMES, NOSE_TIP, batch_of
 
 from face3d.pose import euler_to_matrix, matrix_to_euler, similarity_align
 from face3d.topology import load_topology
@@ -30,70 +30,7 @@ from render.renderer import (
 from render.settings import RenderSettings
 from util.op_count import OpCounter
 
-CROP = 256
-LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw"
-LFW_NAMES = ["AJ_Cook", "Chelsea_Clinton", "Garry_Kasparov", "John_Darby", "Martin_Bandier"]
-NOSE_TIP = 4  # MediaPipe mesh vertex at the tip of the nose
-
-
-class Face:
-    """One aligned photo and its fit as batch-of-one tensors."""
-
-    def __init__(self, name, crop, fit):
-        self.name = name
-        self.fit = fit
-        self.image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
-        self.vertices = torch.from_numpy(fit.vertices)[None]
-        self.rotation = torch.from_numpy(fit.rotation)[None]
-        self.scale = torch.tensor([fit.scale], dtype=torch.float32)
-        self.translation = torch.from_numpy(fit.translation)[None]
-        self.yaw = torch.tensor([fit.yaw], dtype=torch.float32)
-        self.pitch = torch.tensor([fit.pitch], dtype=torch.float32)
-
-    @property
-    def pose(self):
-        return self.vertices, self.rotation, self.scale, self.translation
-
-
-def _fit_and_align(fitter, name, rgb):
-    from face3d.align import align
-
-    crop, fit, _ = align(rgb, fitter.fit(rgb), CROP)
-    return Face(name, crop, fit)
-
-
-@pytest.fixture(scope="module")
-def faces(fitter):
-    """name -> Face for the two built-in examples and the LFW samples that are present
-    (``fitter``, conftest's MediaPipe fitter, skips without mediapipe)."""
-    from face3d.examples import example_images
-    from face3d.imageio import read_image
-
-    out = {}
-    for name, rgb in example_images().items():
-        out[Path(name).stem] = _fit_and_align(fitter, Path(name).stem, rgb)
-    for person in LFW_NAMES:
-        path = LFW / person / f"{person}_0001.jpg"
-        if path.is_file():
-            out[person] = _fit_and_align(fitter, person, read_image(path))
-    return out
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return FaceMesh.mediapipe()
-
-
-@pytest.fixture(scope="module")
-def astronaut(faces):
-    return faces["astronaut"]
-
-
-def _batch(faces_):
-    cat = lambda name: torch.cat([getattr(f, name) for f in faces_])  # noqa: E731
-    return dict(image=cat("image"), vertices=cat("vertices"), rotation=cat("rotation"),
-                scale=cat("scale"), translation=cat("translation"), yaw=cat("yaw"),
-                pitch=cat("pitch"))
+_batch = batch_of
 
 
 def _psnr(a, b, mask):
@@ -147,7 +84,10 @@ def _reference_render(src_image, src_v, dst_v, mesh, per_vertex=False, symmetric
         for iy in ((y0).clamp(0, H - 1), (y0 + 1).clamp(0, H - 1)):
             for ix in ((x0).clamp(0, W - 1), (x0 + 1).clamp(0, W - 1)):
                 seen |= src.mask[b, iy, ix] & (p[..., 2] <= src.depth[b, iy, ix] + tol[b])
-        return seen
+        return seen | outside(p)
+
+    def outside(p):  # nothing in the photo hides what lies beyond it
+        return (p[..., 0] < 0) | (p[..., 0] > W) | (p[..., 1] < 0) | (p[..., 1] > H)
 
     def sample(xy):
         grid = torch.stack([xy[..., 0] / W * 2 - 1, xy[..., 1] / H * 2 - 1], -1)
@@ -164,7 +104,7 @@ def _reference_render(src_image, src_v, dst_v, mesh, per_vertex=False, symmetric
     filled = torch.zeros_like(hidden)
     if symmetric_fill:
         twin = interpolate(dst, tri, src_v[:, mesh.mirror])
-        filled = hidden & visible(twin)
+        filled = hidden & visible(twin) & ~outside(twin)
         image = torch.where(filled[:, None], sample(twin[..., :2]), image)
     m = dst.mask[:, None].float()
     return image * m, m, hidden[:, None].float(), filled[:, None].float()
