@@ -31,7 +31,7 @@ from tqdm import tqdm
 from data.photos import LazyFitter, load_photo, photos_of
 from face3d.align import align
 from face3d.fileio import atomic_write
-from models.inference import face_tensors, load_generator, pose_name, rotate
+from models.inference import face_tensors, load_generator, pose_name, problem, rotate
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
 from render.renderer import FaceMesh
@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         crop, fit_c, _ = align(rgb, fit, opt.crop_size)
         stem = os.path.splitext(rel)[0]
         face = face_tensors(crop, fit_c, device)
+        reason = problem(face, mesh, settings)
+        if reason:
+            failures.append((rel, reason))
+            continue
         row = []
         if opt.align:
             save_png(crop, os.path.join(out_dir, stem, "aligned.png"))

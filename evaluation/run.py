@@ -15,7 +15,7 @@ from evaluation.evaluator import EvalRun, ScoredPhoto
 from evaluation.registry import EVALUATORS
 from evaluation.report import Example, save_png
 from face3d.align import align
-from models.inference import face_tensors, pose_name
+from models.inference import face_tensors, pose_name, problem
 from util.visualizer import to_uint8
 
 REPORT_VERSION = 1
@@ -67,7 +67,13 @@ def score(run: EvalRun, photos, evaluators: dict, clock: _Clock,
             run.failures.append((photo.rel, str(e)))
             continue
         crop, fit_c, _ = align(rgb, fit, run.opt.crop_size)
-        scored = ScoredPhoto(photo.rel, crop, fit_c, face_tensors(crop, fit_c, run.device),
+        face = face_tensors(crop, fit_c, run.device)
+        reason = next(filter(None, (problem(face, run.mesh, run.settings(m))
+                                    for m in run.modes)), "")
+        if reason:  # e.g. a whole-image mesh that folds: reported, skipped
+            run.failures.append((photo.rel, reason))
+            continue
+        scored = ScoredPhoto(photo.rel, crop, fit_c, face,
                              run.gallery.add(photo.rel, crop), run.describer)
         outputs = {mode: run.rotations(scored.face, run.pose_list, mode) for mode in run.modes}
         for ev in active:

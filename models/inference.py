@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 
 import numpy as np
 import torch
 
-from render.renderer import FaceMesh, rotated_view
+from render.renderer import FaceMesh, rotated_view, scope_problems
 from render.settings import RenderSettings
 from util.checkpoint import Checkpointer, adopt_options, checkpoint_path
 
@@ -35,6 +36,10 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
         return None, (f"no checkpoint at {path}: writing rotated renders without a generator "
                       "(mode=render)")
     netG, trained_with, iteration = Checkpointer.load_generator(path, device)
+    # A render setting the checkpoint predates was, when it was trained, what the
+    # dataclass default still means (render_scope: 'face'), not today's command-line default.
+    for f in dataclasses.fields(RenderSettings):
+        trained_with.setdefault(f.name, f.default)
     for warning in adopt_options(opt, trained_with, parser):
         print(f"warning: {warning}", file=sys.stderr)
     from models import create_model
@@ -86,6 +91,13 @@ def repair(model, renders, landmarks, source_yaw=None, batch_size: int | None = 
         with torch.no_grad(), autocast:
             outs.append(model(data, "inference").float())
     return torch.cat(outs)
+
+
+def problem(face: dict, mesh: FaceMesh, settings: RenderSettings) -> str:
+    """Why one face (a ``face_tensors`` batch of one) cannot be rotated with ``settings``,
+    or '' (see ``render.renderer.scope_problems``)."""
+    return scope_problems(face["image"], face["vertices"], face["rotation"], face["scale"],
+                          face["translation"], mesh, settings)[0]
 
 
 def rotate(faces: dict, poses, mesh: FaceMesh, settings: RenderSettings, model=None,

@@ -16,6 +16,7 @@ import torch
 
 from face3d.cli import ArgumentParser
 from face3d.fileio import atomic_write
+from render.settings import RENDER_SCOPES
 
 # Flags of the original's home-made multi-GPU rendering, and what replaces them here.
 RETIRED_FLAGS = {
@@ -107,6 +108,12 @@ class BaseOptions:
         p.add_argument("--symmetric_fill", action="store_true",
                        help="colour texels hidden in the source view from their mirror-"
                             "symmetric point when that one was visible")
+        p.add_argument("--render_scope", default="image", choices=RENDER_SCOPES,
+                       help="image: rotate the whole crop (face, head, hair, neck; the "
+                            "background stays), with masks of hidden and stretched pixels; "
+                            "face: the face mesh alone on the --background fill, as the "
+                            "original. A checkpoint's own scope wins at test time (one saved "
+                            "before this option: face)")
         p.add_argument("--pose_noise", action="store_true",
                        help="also jitter the target pitch (by up to --pitch_noise degrees)")
         p.add_argument("--pitch_noise", type=float, default=28.65,

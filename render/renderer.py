@@ -363,6 +363,19 @@ def _stretched(frags: Fragments, mesh: FaceMesh, from_vertices, to_vertices, dty
     return ((at > whole_image.STRETCH_FACTOR) & frags.mask[:, None]).to(dtype)
 
 
+def scope_problems(image, vertices, rotation, scale, translation, mesh: FaceMesh,
+                   settings: RenderSettings) -> list[str]:
+    """Per photo of a batch, '' when it can be rendered in ``settings.render_scope``, else
+    a one-line reason (a whole-image mesh that folds at the source pose: a profile or a bad
+    fit). Callers report such photos and go on; the face scope takes every photo."""
+    if settings.render_scope != "image":
+        return [""] * vertices.shape[0]
+    whole = mesh.whole_image()
+    src = whole_image.extend_vertices(vertices, rotation, scale, translation,
+                                      image.shape[-1], whole.whole)
+    return whole_image.check_source(src, image.shape[-1], whole.whole)
+
+
 def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
                  settings: RenderSettings | None = None, per_vertex: bool = False) -> dict:
     """Test time: the photo turned to (yaw, pitch), rendered with the photo's texture:

@@ -158,9 +158,10 @@ def test_turned_render_is_all_photo_with_stretched_band(faces, yaw):
         # turning toward the image's right (yaw > 0) reveals what was behind the head's
         # left side (image left), and vice versa
         assert (left > right) if yaw > 0 else (right > left)
-        # mostly outside the face: the face is rigid, only its steep sides (the cheek
-        # turning toward the camera) are magnified past the factor too
-        assert (stretched * v["mask"][0, 0]).sum() < 0.3 * stretched.sum()
+        # most of the face keeps its texture: only its steep side (the cheek turning
+        # toward the camera) is magnified past the factor
+        face = v["mask"][0, 0]
+        assert (stretched * face).sum() < 0.35 * face.sum()
 
 
 def test_background_anchors_do_not_move(astronaut):
