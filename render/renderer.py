@@ -230,13 +230,13 @@ def _outside(point, height: int, width: int):
     return (x < 0) | (x > width) | (y < 0) | (y > height)
 
 
-def _visible_in(src: Fragments, batch, point, tol):
+def _visible_in(src: Fragments, batch, point, tol, outside=None):
     """Is each surface point (P, 3: x, y, z in the source view, of image ``batch``) seen in
     the source view? It is when, at any of the 4 pixels around it (the footprint of the
     bilinear texture lookup), the source's z-buffer is not nearer than the point. A single
     nearest pixel flags isolated false 'hidden' texels on steep surfaces (nose, cheeks).
-    A point outside the source image counts as visible: nothing in the photo hides it (its
-    texture is made up all the same; ``_outside`` tells)."""
+    Points flagged ``outside`` the source image (``_outside``) count as visible: nothing
+    in the photo hides them (their texture is made up all the same)."""
     B, H, W = src.face_ids.shape
     x0 = (point[:, 0] - 0.5).floor().long()
     y0 = (point[:, 1] - 0.5).floor().long()
@@ -246,7 +246,8 @@ def _visible_in(src: Fragments, batch, point, tol):
     at = (rows[:, None] + cols[None]).view(-1)  # the 4 pixels, as 4 rows of P
     covered = src.mask.view(-1).index_select(0, at).view(4, -1)
     nearest = src.depth.view(-1).index_select(0, at).view(4, -1)
-    return (covered & (z <= nearest)).any(0) | _outside(point, H, W)
+    seen = (covered & (z <= nearest)).any(0)
+    return seen if outside is None else seen | outside
 
 
 def depth_tolerance(vertices, num_face_vertices: int | None = None):
@@ -278,7 +279,8 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
                           mesh.whole.num_face_vertices)
     cov = _Covered(dst, tri, src_vertices.shape[1])
     point = cov.at(src_vertices)  # (P, 3): where each covered pixel was in the source view
-    hidden = ~_visible_in(src, cov.batch, point, tol)
+    outside = _outside(point, H, W)
+    hidden = ~_visible_in(src, cov.batch, point, tol, outside)
     if per_vertex:
         colours = _sample(src_image, src_vertices[:, None, :, :2])[:, :, 0].transpose(1, 2)
         colour = cov.at(colours)
@@ -290,7 +292,6 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
         filled = hidden & _visible_in(src, cov.batch, twin, tol) & ~_outside(twin, H, W)
         colour = torch.where(filled[:, None], cov.sample(src_image, twin[:, :2]), colour)
     dtype = colour.dtype
-    outside = _outside(point, H, W)
     return Rendered(cov.image(colour), dst.mask[:, None].to(dtype),
                     cov.image(hidden[:, None].to(dtype)), cov.image(filled[:, None].to(dtype)),
                     dst, cov.image(outside[:, None].to(dtype)))

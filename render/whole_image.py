@@ -69,6 +69,7 @@ class WholeImageTopology:
     weights: (V,) how much of the head's rotation each vertex follows (1, fractions, 0).
     """
 
+
     num_face_vertices: int
     oval: np.ndarray
     rings: np.ndarray
@@ -79,6 +80,18 @@ class WholeImageTopology:
     @property
     def num_vertices(self) -> int:
         return self.num_face_vertices + self.rings.size
+
+    @functools.cached_property
+    def segments(self) -> list[tuple[int, int, float]]:
+        """(start, stop, weight): the vertices in runs of one weight, in order (the face,
+        then ring by ring), so a rotation is a few matrix products, not one per vertex."""
+        out = []
+        for i, w in enumerate(self.weights.tolist()):
+            if out and out[-1][2] == w:
+                out[-1][1] = i + 1
+            else:
+                out.append([i, i + 1, w])
+        return [tuple(x) for x in out]
 
 
 def build_topology(face_oval, face_mirror, canonical, num_face_vertices: int
@@ -273,15 +286,19 @@ def rotate_whole(src, rotation, scale, translation, yaw, pitch,
     roll = torch.rad2deg(torch.atan2(R[:, 1, 0], R[:, 0, 0]))
     target = euler_to_matrix(yaw.to(dev, torch.float64), pitch.to(dev, torch.float64), roll)
     delta = target @ R.transpose(1, 2)  # (B, 3, 3): source camera frame -> target
-    w = torch.as_tensor(topo.weights, dtype=torch.float64, device=dev)
     rotvec = _axis_angle(delta)
-    frac = _rotation_matrices(w[None, :, None] * rotvec[:, None])  # (B, V, 3, 3)
-    frac = torch.where((w == 1)[None, :, None, None], delta[:, None], frac)
     t = translation.to(torch.float64)[:, None]
-    rel = (src.to(torch.float64) - t)[..., None]
-    moved = (frac @ rel)[..., 0] + t
-    out = torch.where((w == 0)[None, :, None], src.to(torch.float64), moved)
-    return out.to(dtype)
+    src64 = src.to(torch.float64)
+    parts = []
+    for start, stop, w in topo.segments:  # vertices in runs of one weight
+        part = src64[:, start:stop]
+        if w == 1:
+            part = (part - t) @ delta.transpose(1, 2) + t
+        elif w > 0:
+            frac = _rotation_matrices(w * rotvec)
+            part = (part - t) @ frac.transpose(1, 2) + t
+        parts.append(part)
+    return torch.cat(parts, 1).to(dtype)
 
 
 # ------------------------------------------------------------------------ per-photo checks
