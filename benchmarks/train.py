@@ -30,6 +30,15 @@ from options.base_options import resolve_device  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from trainers.trainer import Trainer  # noqa: E402
 
+# experiments/train.sh's loss settings (the original's) and its CPU recipe's networks.
+TRAIN_SH_LOSSES = ["--label_nc", "5", "--heatmap_size", "2.5", "--no_gaussian_landmark",
+                   "--erode_kernel", "15", "--pose_noise", "--train_rotate", "--lambda_D",
+                   "0.75", "--lambda_rotate_D", "0.001", "--lambda_feat", "10"]
+CPU_RECIPE = ["--netG", "blend", "--ngf", "16", "--n_downsample_G", "3", "--n_blocks_G", "2",
+              "--num_D", "1", "--n_layers_D", "3", "--ndf", "16", "--lambda_l1", "10",
+              "--label_nc", "5", "--heatmap_size", "2.5", "--no_gaussian_landmark",
+              "--erode_kernel", "15", "--pose_noise", "--lambda_D", "0.75"]
+
 CONFIGS = {
     # experiments/train_tiny_cpu.sh
     "tiny": dict(flags=["--ngf", "8", "--ndf", "8", "--n_blocks_G", "1", "--crop_size", "64",
@@ -37,6 +46,13 @@ CONFIGS = {
                  spade_flags=["--spade_nhidden", "8"], cpu_batch=2),
     # The defaults: 256 px, ngf 64, 9 SPADE blocks, two 4-layer discriminators.
     "default": dict(flags=[], spade_flags=[], cpu_batch=1),
+    # experiments/train.sh without a GPU before the blend generator: rotatespade at 128 px.
+    "cpu_spade128": dict(flags=["--crop_size", "128", "--ngf", "32", "--ndf", "32",
+                                "--n_blocks_G", "4", *TRAIN_SH_LOSSES],
+                         spade_flags=["--spade_nhidden", "64"], cpu_batch=2),
+    # experiments/train.sh without a GPU: the blend generator (CPU_RECIPE) at 128 / 256 px.
+    "cpu128": dict(flags=["--crop_size", "128", *CPU_RECIPE], spade_flags=[], cpu_batch=8),
+    "cpu256": dict(flags=["--crop_size", "256", *CPU_RECIPE], spade_flags=[], cpu_batch=4),
 }
 
 
@@ -122,8 +138,10 @@ def bench(name: str, args, vgg_path: str | None) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", choices=[*CONFIGS, "both"], default="both",
-                   help="tiny (experiments/train_tiny_cpu.sh), default (256 px) or both")
+    p.add_argument("--config", nargs="+", choices=[*CONFIGS, "both"], default=["both"],
+                   help="one or more of: tiny (experiments/train_tiny_cpu.sh), default (256 px), "
+                        "cpu_spade128 (train.sh's CPU recipe before the blend generator), "
+                        "cpu128 / cpu256 (train.sh's CPU recipe); both = tiny and default")
     p.add_argument("--model", default="rotatespade", help="rotate or rotatespade")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch", type=int, default=None,
@@ -144,7 +162,7 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = list(CONFIGS) if args.config == "both" else [args.config]
+    names = [n for c in args.config for n in (("tiny", "default") if c == "both" else (c,))]
     iters_given = args.iters
     with tempfile.TemporaryDirectory() as tmp:
         vgg_path = None
@@ -153,8 +171,8 @@ def main(argv=None) -> int:
         elif args.vgg != "none":
             vgg_path = args.vgg
         for name in names:
-            args.iters = iters_given or (5 if name == "default" and args.device == "cpu"
-                                         else 20)
+            slow = name in ("default", "cpu_spade128")
+            args.iters = iters_given or (5 if slow and args.device == "cpu" else 20)
             r = bench(name, args, vgg_path)
             if args.json:
                 print(json.dumps(r), flush=True)

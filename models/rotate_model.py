@@ -13,6 +13,11 @@ what the generator and discriminators are conditioned on.
                         skips the mask for near-frontal sources, as the original did.
 ``data`` for the first four is the dict made by ``make_pair`` from a dataset batch.
 
+A generator with ``uses_masks`` (netG 'blend') also gets the render's hidden and stretched
+masks (B, 2, H, W): in training those of the a->b->a input (hidden_b, stretched), for the
+rotated step the stretched mask at b (training_pair gives no hidden mask at b: zeros), at
+inference ``data['masks']``. The original generators are called exactly as before.
+
 The discriminators see the condition (the render G repairs), the image and, for
 rotatespade, the landmark map; fake and real go through D as one batch (as in SPADE), so
 batch-norm statistics are shared. Discriminator losses are weighted by --lambda_D /
@@ -73,6 +78,7 @@ class RotateModel(nn.Module):
         self.opt = opt
         self.netG = nets["netG"] if "netG" in nets else networks.define_G(opt)
         self.uses_landmarks = self.conditioned_on_landmarks(self.netG)
+        self.uses_masks = getattr(_unwrap(self.netG), "uses_masks", False)
         self.mesh = FaceMesh.mediapipe()
         self._graphed_pair = None  # CudaGraphed training_pair, made on first use
         self.netD = self.netD_rotate = None
@@ -183,13 +189,14 @@ class RotateModel(nn.Module):
             return self.generator_rotated_loss(data)
         if mode == "discriminator":
             return self.discriminator_loss(data["input"], data["seg"], data["real"], self.netD,
-                                           "D", self.opt.lambda_D)
+                                           "D", self.opt.lambda_D, masks=self.pair_masks(data))
         if mode == "discriminator_rotated":
             # No photo exists at pose b: the real sample is the photo with the condition of
             # its own pose a, so every sample D_rotate sees is consistent with its condition.
             return self.discriminator_loss(data["rotated"], data["seg_b"], data["real"],
                                            self.netD_rotate, "D_rotate", self.opt.lambda_rotate_D,
-                                           real_condition=(data["input"], data["seg"]))
+                                           real_condition=(data["input"], data["seg"]),
+                                           masks=self.pair_masks(data, rotated=True))
         if mode == "inference":
             with torch.no_grad():
                 image = data["input"]
@@ -198,9 +205,25 @@ class RotateModel(nn.Module):
                     if data.get("source_yaw") is not None:
                         keep = torch.as_tensor(data["source_yaw"]).abs() < LABEL_MASK_MIN_YAW
                     image = self.apply_label_mask(image, data["landmarks"], keep)
-                return self.netG(image, self.seg(data["landmarks"], image.shape[-1]))
+                if self.uses_masks and data.get("masks") is None:
+                    raise ValueError("this generator (netG blend) needs data['masks'], the "
+                                     "render's hidden and stretched masks (B, 2, H, W)")
+                return self.run_G(self.netG, image, self.seg(data["landmarks"], image.shape[-1]),
+                                  data.get("masks"))
         raise ValueError(f"unknown mode {mode!r}; choose generator, generator_rotated, "
                          "discriminator, discriminator_rotated or inference")
+
+    def run_G(self, netG, image, seg, masks):
+        """G's output; ``masks`` are passed only to a generator that reads them."""
+        return netG(image, seg, masks=masks) if self.uses_masks else netG(image, seg)
+
+    def pair_masks(self, data, rotated: bool = False):
+        """The G masks of a training pair's input (None for generators without masks)."""
+        if not self.uses_masks:
+            return None
+        if rotated:
+            return torch.cat([torch.zeros_like(data["stretched_b"]), data["stretched_b"]], 1)
+        return torch.cat([data["hidden_b"], data["stretched"]], 1)
 
     def _d_input(self, condition, seg, image):
         parts = [condition, image] + ([seg] if self.uses_landmarks else [])
@@ -208,7 +231,7 @@ class RotateModel(nn.Module):
 
     def generator_loss(self, data):
         opt = self.opt
-        fake = self.netG(data["input"], data["seg"])
+        fake = self.run_G(self.netG, data["input"], data["seg"], self.pair_masks(data))
         # D is only evaluated here, never stepped: skip DDP's gradient sync for it.
         netD = _unwrap(self.netD)
         pred_fake = netD(self._d_input(data["input"], data["seg"], fake))
@@ -226,18 +249,19 @@ class RotateModel(nn.Module):
         return losses, fake
 
     def generator_rotated_loss(self, data):
-        fake = self.netG(data["rotated"], data["seg_b"])
+        fake = self.run_G(self.netG, data["rotated"], data["seg_b"],
+                          self.pair_masks(data, rotated=True))
         pred = _unwrap(self.netD_rotate)(self._d_input(data["rotated"], data["seg_b"], fake))
         loss = self.criterion_gan(pred, True, for_discriminator=False) * self.opt.lambda_rotate_D
         return {"G_rotate_GAN": loss}, fake
 
     def discriminator_loss(self, condition, seg, real, netD, prefix="D", weight=1.0,
-                           real_condition=None):
-        """D on G(condition, seg) (fake) vs ``real``; the real sample is conditioned on
-        ``real_condition`` = (render, seg) when given, else on the same (condition, seg)."""
+                           real_condition=None, masks=None):
+        """D on G(condition, seg[, masks]) (fake) vs ``real``; the real sample is conditioned
+        on ``real_condition`` = (render, seg) when given, else on the same (condition, seg)."""
         with torch.no_grad():
             # G is only evaluated here: the unwrapped module skips DDP's bookkeeping.
-            fake = _unwrap(self.netG)(condition, seg).detach()
+            fake = self.run_G(_unwrap(self.netG), condition, seg, masks).detach()
         n = fake.shape[0]
         real_cond, real_seg = real_condition or (condition, seg)
         pred = netD(torch.cat([self._d_input(condition, seg, fake),

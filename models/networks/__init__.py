@@ -17,6 +17,7 @@ from models.networks.architecture import (
     ResnetBlock,
     SPADEResnetBlock,
 )
+from models.networks.blend_generator import BlendGenerator
 from models.networks.discriminator import MultiscaleDiscriminator, NLayerDiscriminator
 from models.networks.generator import RotateGenerator, RotateSPADEGenerator, add_flag
 from models.networks.loss import GANLoss, VGGLoss, feature_matching_loss
@@ -24,7 +25,7 @@ from models.networks.normalization import SPADE, get_norm_layer, warm_up_spectra
 from models.registry import DISCRIMINATORS, GENERATORS
 
 __all__ = [
-    "DISCRIMINATORS", "GENERATORS", "INIT_TYPES", "SPADE", "VGG19", "GANLoss",
+    "DISCRIMINATORS", "GENERATORS", "INIT_TYPES", "SPADE", "VGG19", "BlendGenerator", "GANLoss",
     "MissingWeightsError", "MultiscaleDiscriminator", "NLayerDiscriminator", "ResnetBlock",
     "RotateGenerator", "RotateSPADEGenerator", "SPADEResnetBlock", "VGGLoss", "define_D",
     "define_G", "feature_matching_loss", "get_norm_layer", "init_weights",
@@ -69,10 +70,11 @@ def define_G(opt) -> nn.Module:
     cls = GENERATORS.get(opt.netG)
     args = cls.args_from_opt(opt)
     # Checked here so a bad crop fails at start-up, not at the first forward.
-    factor = 2**args.get("n_downsample_G", 0)
+    # A half-resolution U-Net (netG blend) halves the crop first.
+    factor = 2 ** (args.get("n_downsample_G", 0) + bool(args.get("blend_downsample")))
     if opt.crop_size % factor:
-        raise ValueError(f"--crop_size {opt.crop_size} must be divisible by 2**n_downsample_G "
-                         f"= {factor}")
+        raise ValueError(f"--crop_size {opt.crop_size} must be divisible by {factor} "
+                         "(2**n_downsample_G, times 2 for a half-resolution netG blend)")
     return init_weights(cls.from_args(args), opt.init_type, opt.init_variance)
 
 
