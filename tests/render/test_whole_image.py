@@ -193,8 +193,8 @@ def test_face_and_head_turn_like_the_face_mesh(astronaut):
 @pytest.mark.parametrize("turn", [25.0, -50.0])
 def test_turning_there_and_back_returns_every_anchor(astronaut, turn):
     """Rotate by theta, then treat the rotated mesh as a source at its new pose and rotate
-    back: every anchor (band anchors included: they turn by a geodesic fraction of the
-    head's turn, which composes) returns within 0.1 px."""
+    back: every anchor (band anchors included: they move by a fraction of the shift of a
+    head anchor, which returns) returns within 0.1 px."""
     from face3d.pose import euler_to_matrix
 
     f = astronaut
@@ -260,14 +260,14 @@ def test_training_pair_whole_image(faces):
     p = training_pair(f.image, *f.pose, f.yaw + 40.0, f.pitch, FaceMesh.mediapipe(), s)
     assert p["input"].shape == f.image.shape
     assert p["rotated"].shape == f.image.shape
-    # artifacts only where the masks say: elsewhere the input is the photo again
-    bad = ((p["input"] - f.image).abs().amax(1, keepdim=True) > 0.1).float()
-    marked = ((p["hidden_b"] + p["stretched"]) > 0).float()
-    unexplained = (bad * (1 - marked)).mean().item()
-    print(f"\nwhole-image pair +40: {bad.mean().item():.3f} of pixels off by > 0.1, "
-          f"{unexplained:.4f} outside the hidden/stretched masks")
-    assert bad.mean() > 0.01
-    assert unexplained < 0.25 * bad.mean().item()
+    # the damage is where the masks say: the error is several times larger there
+    err = (p["input"] - f.image).abs().mean(1, keepdim=True)
+    marked = (p["hidden_b"] + p["stretched"]) > 0
+    inside, outside = err[marked].mean().item(), err[~marked].mean().item()
+    print(f"\nwhole-image pair +40: {marked.float().mean().item():.3f} of pixels marked; "
+          f"mean error there {inside:.3f}, elsewhere {outside:.4f}")
+    assert 0.02 < marked.float().mean() < 0.6
+    assert inside > 4 * outside
     # the static background is returned as it was
     static = _static_pixels(f, float(f.yaw) + 40.0).expand_as(f.image)
     assert _same_texture(p["input"][static], f.image[static])
