@@ -48,6 +48,19 @@ class FaceMesh:
         # triangles [0, face_triangles) are the face's; the rest (if any) its extension
         self.face_triangles = len(self.triangles) if face_triangles is None else face_triangles
         self._whole_mesh = None
+        self._still = None
+
+    @property
+    def still_faces(self) -> torch.Tensor | None:
+        """(F,) bool: the triangles of a whole-image mesh that never move (all three corners
+        static background anchors), None for a face mesh. Their pixels are the photo's own,
+        copied rather than resampled."""
+        if self.whole is None or self.face_triangles == len(self.triangles):
+            return None
+        if self._still is None:
+            static = torch.as_tensor(self.whole.weights == 0, device=self.triangles.device)
+            self._still = static[self.triangles].all(1)
+        return self._still
 
     @classmethod
     def mediapipe(cls, device="cpu") -> FaceMesh:
@@ -265,7 +278,9 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
                     symmetric_fill: bool = False) -> Rendered:
     """Render the mesh at ``dst_vertices`` with the texture of ``src_image`` seen at
     ``src_vertices`` (same vertex order). Output has the source image's size. Pass the
-    fragments of either view when they are already rasterised."""
+    fragments of either view when they are already rasterised. Pixels of the mesh's
+    ``still_faces`` (whole-image background, the same in both views) are copied from the
+    source image: exact, and no per-pixel work."""
     B, _, H, W = src_image.shape
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
@@ -277,7 +292,11 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
         src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
     tol = depth_tolerance(src_vertices, None if mesh.whole is None else
                           mesh.whole.num_face_vertices)
-    cov = _Covered(dst, tri, src_vertices.shape[1])
+    still = None if mesh.still_faces is None else (
+        dst.mask & mesh.still_faces[dst.face_ids.clamp_min(0)])
+    moving = dst if still is None else Fragments(dst.face_ids, dst.bary, dst.depth,
+                                                 dst.mask & ~still)
+    cov = _Covered(moving, tri, src_vertices.shape[1])
     point = cov.at(src_vertices)  # (P, 3): where each covered pixel was in the source view
     outside = _outside(point, H, W)
     hidden = ~_visible_in(src, cov.batch, point, tol, outside)
@@ -292,7 +311,10 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
         filled = hidden & _visible_in(src, cov.batch, twin, tol) & ~_outside(twin, H, W)
         colour = torch.where(filled[:, None], cov.sample(src_image, twin[:, :2]), colour)
     dtype = colour.dtype
-    return Rendered(cov.image(colour), dst.mask[:, None].to(dtype),
+    image = cov.image(colour)
+    if still is not None:
+        image = torch.where(still[:, None], src_image.to(dtype), image)
+    return Rendered(image, dst.mask[:, None].to(dtype),
                     cov.image(hidden[:, None].to(dtype)), cov.image(filled[:, None].to(dtype)),
                     dst, cov.image(outside[:, None].to(dtype)))
 
