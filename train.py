@@ -52,6 +52,7 @@ from util.checkpoint import (
     CheckpointError,
     adopt_options,
     checkpoint_path,
+    load_generator_file,
     rng_state,
     set_rng_state,
 )
@@ -170,6 +171,11 @@ class Run:
         self.run_dir = os.path.join(opt.checkpoints_dir, opt.name)
         self.checkpointer = Checkpointer(self.run_dir)
         self.resume_state, nets = None, None
+        if opt.continue_train and opt.init_generator and not os.path.exists(checkpoint_path(opt)):
+            if self.is_main:
+                print(f"no checkpoint at {checkpoint_path(opt)} to continue: starting G from "
+                      f"{opt.init_generator}")
+            opt.continue_train = False
         if opt.continue_train:
             path = checkpoint_path(opt)
             self.resume_state = Checkpointer.load(path)
@@ -180,6 +186,10 @@ class Run:
                 if self.is_main:
                     print(f"warning: {warning}", file=sys.stderr)
             nets = Checkpointer.rebuild_nets(self.resume_state, path)
+            if opt.init_generator and self.is_main:
+                print(f"note: resuming {path}; --init_generator {opt.init_generator} is ignored")
+        elif opt.init_generator:
+            nets = {"netG": self._initial_generator(opt.init_generator)}
         if self.is_main:
             print(options_text(opt, parser))
             save_options(opt, self.run_dir, parser)
@@ -208,6 +218,18 @@ class Run:
             n_params = sum(p.numel() for p in _unwrap(self.model.netG).parameters())
             print(f"{len(self.loader.dataset)} photos, {world} process(es) on {device}, "
                   f"G has {n_params / 1e6:.2f}M parameters")
+
+    def _initial_generator(self, path: str):
+        """--init_generator: G with the file's weights; opt adopts the architecture and the
+        settings it was trained with (warning where the command line said otherwise)."""
+        netG, trained_with, iteration = load_generator_file(path, "cpu")
+        for warning in adopt_options(self.opt, trained_with, self.parser):
+            if self.is_main:
+                print(f"warning: {warning}", file=sys.stderr)
+        if self.is_main:
+            print(f"generator initialised from {path} (iteration "
+                  f"{'?' if iteration is None else iteration}); discriminators are new")
+        return netG.train()
 
     def _make_loader(self):
         """Rank 0 fits any photos without fits first; the others then find them on disk."""

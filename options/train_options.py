@@ -16,6 +16,12 @@ class TrainOptions(BaseOptions):
         run = run_group(p)
         run.add_argument("--continue_train", action="store_true",
                          help="resume from <checkpoints_dir>/<name>/<which_epoch>.pt exactly")
+        run.add_argument("--init_generator", default=None, metavar="FILE",
+                         help="start G from these weights (a shipped .safetensors with its "
+                              ".json, e.g. pretrained/blend_lfw.safetensors, or a .pt "
+                              "checkpoint) and fresh discriminators; its architecture and "
+                              "render settings are adopted. With --continue_train the run's "
+                              "own checkpoint wins when it exists")
         p.add_argument("--niter", type=int, default=50, help="epochs at the initial learning rate")
         p.add_argument("--niter_decay", type=int, default=0,
                        help="epochs over which the learning rate decays linearly to zero")

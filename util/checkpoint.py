@@ -21,11 +21,17 @@ line). A checkpoint (format 2) is a dict:
 A checkpoint written before format 2 has no ``format``, ``net_specs`` or ``settings``;
 ``Checkpointer.load`` derives them from its saved options, which is how such a file was
 read when it was written.
+
+A *shipped generator* (``export_generator``, e.g. ``pretrained/``) is the generator alone:
+NAME.safetensors (its state_dict in fp16; no pickle) and NAME.json beside it holding
+``format``, ``netG`` (its ``net_spec``), ``settings`` (as in a checkpoint) and ``training``
+(a free-form record). ``load_generator_file`` reads either kind of file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 
@@ -37,6 +43,11 @@ from models import MODELS
 from models.networks import DISCRIMINATORS, GENERATORS, flag_of_kind, net_spec, rebuild
 
 FORMAT = 2
+EXPORT_FORMAT = 1
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The generator that ships with the project: test.py, evaluate.py and v100_test.sh use it
+# when no checkpoint of the user's is named.
+PRETRAINED = os.path.join(REPO, "pretrained", "blend_lfw.safetensors")
 
 
 class CheckpointError(RuntimeError):
@@ -240,3 +251,70 @@ def _upgraded(state: dict, path: str) -> dict:
                               f"({e})") from None
     return dict(state, format=FORMAT, net_specs=specs,
                 settings=model_cls.settings_from_options(saved))
+
+
+# ------------------------------------------------------------------- shipped generators
+
+
+def export_paths(path: str) -> tuple[str, str]:
+    """(NAME.safetensors, NAME.json) of an exported generator named by either path."""
+    stem = os.path.splitext(path)[0]
+    return stem + ".safetensors", stem + ".json"
+
+
+def export_generator(net: torch.nn.Module, settings: dict, path: str,
+                     training: dict | None = None) -> tuple[str, str]:
+    """Write ``net`` (built by from_opt/from_args) as fp16 safetensors plus its JSON;
+    both atomically, the JSON last, so a reader never finds a JSON without its weights."""
+    from safetensors.torch import save
+
+    weights, meta = export_paths(path)
+    tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach())
+               .cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_write(weights, "wb") as f:
+        f.write(save(tensors))
+    record = {"format": EXPORT_FORMAT, "netG": net_spec(net), "settings": dict(settings),
+              "training": dict(training or {})}
+    with atomic_write(meta) as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return weights, meta
+
+
+def load_exported_generator(path: str, device="cpu") -> tuple[torch.nn.Module, dict, int | None]:
+    """Like ``Checkpointer.load_generator`` for an exported generator: (net in eval mode
+    on ``device``, the option values it was trained with, its iteration)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, meta = export_paths(path)
+    for f in (weights, meta):
+        if not os.path.exists(f):
+            raise CheckpointError(f"shipped generator incomplete: {f} not found")
+    try:
+        with open(meta) as f:
+            record = json.load(f)
+        spec, settings = record["netG"], record["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta} is not a generator description "
+                              f"({type(e).__name__}: {e})") from None
+    if record.get("format", 0) > EXPORT_FORMAT:
+        raise CheckpointError(f"{meta} has format {record['format']}; this version reads up "
+                              f"to {EXPORT_FORMAT}: update the code")
+    net = _rebuild(spec, "netG", meta)
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"corrupt or unreadable {weights}: {e}") from None
+    own = net.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    load_net(net, state, "netG", weights)
+    trained_with = dict(settings, **{flag_of_kind(spec["kind"]): spec["name"]}, **spec["args"])
+    return net.eval().to(device), trained_with, record.get("training", {}).get("iteration")
+
+
+def load_generator_file(path: str, device="cpu") -> tuple[torch.nn.Module, dict, int | None]:
+    """A generator from a training checkpoint (.pt) or an exported one (.safetensors/.json)."""
+    if path.endswith((".safetensors", ".json")):
+        return load_exported_generator(path, device)
+    return Checkpointer.load_generator(path, device)
