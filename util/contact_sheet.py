@@ -2,15 +2,18 @@
 
     python -m util.contact_sheet --img PATH --out sheet.png     (no --img: the astronaut)
 
-Fits the photo with MediaPipe, aligns it to a ``--crop_size`` crop and renders the face at
-each of ``--yaws`` (its pitch and roll kept) with the photo's texture. Rows:
+Fits the photo with MediaPipe, aligns it to a ``--crop_size`` crop and turns it to each of
+``--yaws`` (its pitch and roll kept) with the photo's texture. Rows:
 
-1. the rotated renders (the original's smeared texture where the photo did not see the
-   surface); the first column is the aligned input with its fitted pose;
-2. where the artifacts are: grey = seen in the photo, red = hidden in the photo,
-   yellow = hidden but its mirror point was seen (what the symmetry fill repairs);
-   the first column shows the fitted mesh;
-3. the renders with the symmetry-aware fill.
+1. the whole-image renders (``--render_scope image``: head, hair, neck and background
+   turn with the face; smeared texture where the photo did not see the surface); the
+   first column is the aligned input with its fitted pose;
+2. what the generator is told about them: grey = seen in the photo, red = hidden in the
+   photo, yellow = hidden but its mirror point was seen (what the symmetry fill repairs),
+   blue = stretched (revealed behind the turning head, or from outside the crop); the
+   first column shows the fitted mesh;
+3. the whole-image renders with the symmetry-aware fill;
+4. the face-only renders (``--render_scope face``, the original's) for comparison.
 
 Runs offline on the CPU (or ``--device cuda``).
 """
@@ -33,6 +36,7 @@ DEFAULT_YAWS = "-60,-45,-30,-15,0,15,30,45,60"
 _SEEN = (110, 110, 110)
 _HIDDEN = (230, 40, 40)
 _FILLED = (250, 220, 40)
+_STRETCHED = (60, 120, 230)
 
 
 def _label(tile: np.ndarray, text: str, row: int = 0) -> None:
@@ -40,17 +44,20 @@ def _label(tile: np.ndarray, text: str, row: int = 0) -> None:
     scale = max(0.35, tile.shape[0] / 640)
     font = cv2.FONT_HERSHEY_SIMPLEX
     (w, h), base = cv2.getTextSize(text, font, scale, 1)
-    y = 3 + (row + 1) * (h + base + 3)
+    (_, line_h), line_base = cv2.getTextSize("Ag", font, scale, 1)  # one height per line
+    y = 3 + (row + 1) * (line_h + line_base + 3)
     cv2.rectangle(tile, (1, y - h - 3), (min(tile.shape[1] - 1, w + 6), y + base - 1),
                   (0, 0, 0), -1)
     cv2.putText(tile, text, (4, y - 1), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def _mask_tile(mask, hidden, filled) -> np.ndarray:
-    """(1, H, W) float masks -> (H, W, 3) uint8 picture of seen / hidden / fillable."""
-    m, h, f = (t[0].bool().cpu().numpy() for t in (mask, hidden, filled))
+def _mask_tile(coverage, hidden, filled, stretched) -> np.ndarray:
+    """(1, H, W) float masks -> (H, W, 3) uint8 picture of seen / hidden / fillable /
+    stretched."""
+    m, h, f, s = (t[0].bool().cpu().numpy() for t in (coverage, hidden, filled, stretched))
     out = np.zeros((*m.shape, 3), np.uint8)
     out[m] = _SEEN
+    out[s] = _STRETCHED
     out[h] = _HIDDEN
     out[f] = _FILLED
     return out
@@ -75,26 +82,35 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     face = face_tensors(crop, fit, device)
     poses = [(float(y), None) for y in yaws]  # None: the photo's own pitch
     mesh = FaceMesh.mediapipe(device=device)
-    plain_settings = RenderSettings(erode_kernel=0, background="grey")
-    plain = rotate(face, poses, mesh, plain_settings)
-    fill = rotate(face, poses, mesh, plain_settings.replace(symmetric_fill=True))
+    whole = RenderSettings(erode_kernel=0, background="grey", render_scope="image")
+    plain = rotate(face, poses, mesh, whole)
+    fill = rotate(face, poses, mesh, whole.replace(symmetric_fill=True))
+    face_only = rotate(face, poses, mesh, whole.replace(render_scope="face"))
 
-    rows = [[crop.copy()], [draw_fit(crop, fit)], [np.full_like(crop, 40)]]
+    rows = [[crop.copy()], [draw_fit(crop, fit)], [np.full_like(crop, 40)],
+            [np.full_like(crop, 40)]]
     _label(rows[0][0], f"input yaw {fit.yaw:+.0f} pitch {fit.pitch:+.0f}")
     _label(rows[1][0], "fitted mesh")
-    for i, text in enumerate(["rows:", "1 rotated (smeared)", "2 grey seen, red hidden,",
-                              "  yellow mirror-fillable", "3 symmetry fill"]):
+    for i, text in enumerate(["rows:", "1 whole image", "2 grey seen", "  red hidden",
+                              "  yellow mirror-fillable", "  blue stretched",
+                              "3 symmetry fill"]):
         _label(rows[2][0], text, i)
+    _label(rows[3][0], "4 face only (original)")
     plain_u8, fill_u8 = to_uint8(plain["image"]), to_uint8(fill["image"])
+    face_u8 = to_uint8(face_only["image"])
     for i, y in enumerate(yaws):
         hidden_px = int(plain["hidden"][i].sum())
         filled_px = int(fill["filled"][i].sum())
+        stretched = float(plain["stretched"][i].mean())
         tiles = [np.ascontiguousarray(plain_u8[i]),
-                 _mask_tile(plain["mask"][i], plain["hidden"][i], fill["filled"][i]),
-                 np.ascontiguousarray(fill_u8[i])]
+                 _mask_tile(plain["coverage"][i], plain["hidden"][i], fill["filled"][i],
+                            plain["stretched"][i]),
+                 np.ascontiguousarray(fill_u8[i]), np.ascontiguousarray(face_u8[i])]
         _label(tiles[0], f"yaw {float(y):+g}")
         _label(tiles[1], f"hidden {hidden_px} px")
+        _label(tiles[1], f"stretched {100 * stretched:.0f}%", 1)
         _label(tiles[2], f"filled {filled_px} px")
+        _label(tiles[3], "face only")
         for row, tile in zip(rows, tiles):
             row.append(tile)
     gap = np.full((crop_size, 2, 3), 255, np.uint8)
@@ -107,7 +123,10 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
 
     lines = [join(r) for r in rows]
     hgap = np.full((2, lines[0].shape[1], 3), 255, np.uint8)
-    return np.concatenate([lines[0], hgap, lines[1], hgap, lines[2]], 0)
+    out = [lines[0]]
+    for line in lines[1:]:
+        out += [hgap, line]
+    return np.concatenate(out, 0)
 
 
 def _parse_yaws(text: str) -> list[float]:
