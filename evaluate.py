@@ -19,7 +19,7 @@ requirements-eval.txt``), reconstruction, verification (LFW-style pairs; runs wi
 ``--dataset lfw``, ``--pairs_file`` or ``--pairs_root``; ``--pairs 0`` turns it off).
 
 Outputs in ``--out`` (default results/<name>/eval):
-  report.json   every figure below; report.txt the same as readable tables (also printed);
+  report.json   every figure (fields below); report.txt the same as tables (also printed);
   index.html    example rows: source, then each mode's output (and render) per yaw, and the
                 reconstruction of each example; images under examples/;
   failures.txt  photos that could not be used, with the reason;
