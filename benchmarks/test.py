@@ -75,7 +75,8 @@ def run(paths, model, device, n_poses, crop, fitter, mesh, out_dir):
         if model is not None:  # repaired here, not in rotate, to time the generator alone
             sync(device)
             tg = time.perf_counter()
-            out = repair(model, out, view["landmarks"], face["yaw"].expand(n_poses))
+            out = repair(model, out, view["landmarks"], face["yaw"].expand(n_poses),
+                         masks=model.view_masks(view))
             sync(device)
             g = time.perf_counter() - tg
         for k, a in enumerate(to_uint8(out)):

@@ -96,7 +96,8 @@ def quick_eval(model, photos, device, yaws=(-45.0, 0.0, 45.0), seed: int = 0,
         pair = training_pair(faces["image"], faces["vertices"], faces["rotation"],
                              faces["scale"], faces["translation"], yaw_b.to(device),
                              pitch_b.to(device), mesh, settings=settings)
-        fake = repair(model, pair["input"], pair["landmarks_a"], yaw_b, batch_size)
+        fake = repair(model, pair["input"], pair["landmarks_a"], yaw_b, batch_size,
+                      masks=model.pair_masks(pair))
         real_u8, fake_u8, inp_u8 = (to_uint8(pair["real"]), to_uint8(fake),
                                     to_uint8(pair["input"]))
         masks = pair["mask"][:, 0].cpu().numpy() > 0.5

@@ -77,7 +77,8 @@ class ReconstructionEvaluator(Evaluator):
             pair = pairs[run.settings(mode)]
             out = pair["input"]
             if mode == "generator":  # the texture of the a->b->a render comes from b's view
-                out = repair(run.model, out, pair["landmarks_a"], yaw_b, 1, opt.bf16)
+                out = repair(run.model, out, pair["landmarks_a"], yaw_b, 1, opt.bf16,
+                             masks=run.model.pair_masks(pair))
             out_u8 = np.ascontiguousarray(to_uint8(out)[0])
             in_mask = metrics.image_metrics(out_u8, photo.crop, mask)
             self.scores[mode]["mask"].append(in_mask)

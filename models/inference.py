@@ -73,12 +73,13 @@ def face_tensors(crop: np.ndarray, fit, device) -> dict:
 
 
 def repair(model, renders, landmarks, source_yaw=None, batch_size: int | None = None,
-           bf16: bool = False) -> torch.Tensor:
+           bf16: bool = False, masks=None) -> torch.Tensor:
     """G's output (float32) for renders (B, 3, S, S) with the rotated landmarks (B, 68, 2),
     ``batch_size`` at a time (None: all at once). ``source_yaw`` (B,) in degrees, the pose
     the texture came from, lets --label_mask models skip the mask for near-frontal sources,
     as the original did at test time. ``bf16``: bfloat16 autocast on CUDA (ignored on the
-    CPU, where it is slower)."""
+    CPU, where it is slower). ``masks`` (B, 2, S, S): the renders' hidden and stretched
+    masks, for a generator that reads them (``model.view_masks`` / ``model.pair_masks``)."""
     step = batch_size or renders.shape[0]
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if bf16 and renders.device.type == "cuda" else contextlib.nullcontext())
@@ -88,6 +89,8 @@ def repair(model, renders, landmarks, source_yaw=None, batch_size: int | None = 
         data = {"input": renders[s:s + step], "landmarks": landmarks[s:s + step]}
         if yaw is not None:
             data["source_yaw"] = yaw[s:s + step]
+        if masks is not None:
+            data["masks"] = masks[s:s + step]
         with torch.no_grad(), autocast:
             outs.append(model(data, "inference").float())
     return torch.cat(outs)
@@ -137,7 +140,10 @@ def rotate(faces: dict, poses, mesh: FaceMesh, settings: RenderSettings, model=N
             view["output"] = view["image"]
             if model is not None:
                 view["output"] = repair(model, view["image"], view["landmarks"],
-                                        [own_yaw[i] for i, _, _ in chunk], bf16=bf16)
+                                        [own_yaw[i] for i, _, _ in chunk], bf16=bf16,
+                                        masks=(model.view_masks(view)
+                                               if getattr(model, "uses_masks", False)
+                                               else None))
             parts.append(view)
     return {k: torch.cat([p[k] for p in parts]) for k, v in parts[0].items()
             if torch.is_tensor(v)}

@@ -16,7 +16,8 @@ what the generator and discriminators are conditioned on.
 A generator with ``uses_masks`` (netG 'blend') also gets the render's hidden and stretched
 masks (B, 2, H, W): in training those of the a->b->a input (hidden_b, stretched), for the
 rotated step the stretched mask at b (training_pair gives no hidden mask at b: zeros), at
-inference ``data['masks']``. The original generators are called exactly as before.
+inference ``data['masks']`` (``view_masks`` of a rotated view, ``pair_masks`` of a pair).
+The original generators are called exactly as before.
 
 The discriminators see the condition (the render G repairs), the image and, for
 rotatespade, the landmark map; fake and real go through D as one batch (as in SPADE), so
@@ -224,6 +225,12 @@ class RotateModel(nn.Module):
         if rotated:
             return torch.cat([torch.zeros_like(data["stretched_b"]), data["stretched_b"]], 1)
         return torch.cat([data["hidden_b"], data["stretched"]], 1)
+
+    def view_masks(self, view):
+        """The G masks of a ``rotated_view`` (None for generators without masks)."""
+        if not self.uses_masks:
+            return None
+        return torch.cat([view["hidden"], view["stretched"]], 1)
 
     def _d_input(self, condition, seg, image):
         parts = [condition, image] + ([seg] if self.uses_landmarks else [])

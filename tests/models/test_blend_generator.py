@@ -268,3 +268,20 @@ def test_tiny_blend_run_and_init_generator(tmp_path, capsys):
                      "--init_generator", out + ".safetensors"]
     assert train.main(argv) == 0
     assert "starting G from" in capsys.readouterr().out
+
+
+def test_inference_feeds_the_view_masks():
+    from torch.utils.data import default_collate
+
+    from data import create_dataset
+    from models.inference import rotate
+    from render.settings import RenderSettings
+
+    opt = TrainOptions().parse(BLEND + ["--model", "rotate", "--dataset", "example"])
+    model = create_model(opt).eval()
+    faces = default_collate([create_dataset(opt)[0]])
+    views = rotate(faces, [(30.0, None)], model.mesh, RenderSettings.from_options(opt), model)
+    masks = torch.cat([views["hidden"], views["stretched"]], 1)
+    assert float(masks.amax()) > 0  # a turn to 30 degrees has hidden or stretched pixels
+    with torch.no_grad():
+        assert torch.equal(views["output"], model.netG(views["image"], None, masks=masks))
