@@ -34,9 +34,8 @@ from trainers.trainer import Trainer  # noqa: E402
 TRAIN_SH_LOSSES = ["--label_nc", "5", "--heatmap_size", "2.5", "--no_gaussian_landmark",
                    "--erode_kernel", "15", "--pose_noise", "--train_rotate", "--lambda_D",
                    "0.75", "--lambda_rotate_D", "0.001", "--lambda_feat", "10"]
-CPU_RECIPE = ["--netG", "blend", "--ngf", "16", "--n_downsample_G", "3", "--n_blocks_G", "2",
+CPU_RECIPE = ["--netG", "blend", "--ngf", "16", "--n_downsample_G", "4", "--n_blocks_G", "2",
               "--num_D", "1", "--n_layers_D", "3", "--ndf", "16", "--lambda_l1", "10",
-              "--label_nc", "5", "--heatmap_size", "2.5", "--no_gaussian_landmark",
               "--erode_kernel", "15", "--pose_noise", "--lambda_D", "0.75"]
 
 CONFIGS = {
@@ -50,9 +49,15 @@ CONFIGS = {
     "cpu_spade128": dict(flags=["--crop_size", "128", "--ngf", "32", "--ndf", "32",
                                 "--n_blocks_G", "4", *TRAIN_SH_LOSSES],
                          spade_flags=["--spade_nhidden", "64"], cpu_batch=2),
-    # experiments/train.sh without a GPU: the blend generator (CPU_RECIPE) at 128 / 256 px.
-    "cpu128": dict(flags=["--crop_size", "128", *CPU_RECIPE], spade_flags=[], cpu_batch=8),
-    "cpu256": dict(flags=["--crop_size", "256", *CPU_RECIPE], spade_flags=[], cpu_batch=4),
+    # experiments/train.sh without a GPU: the blend generator (CPU_RECIPE), U-Net at 128 px.
+    "cpu128": dict(flags=["--crop_size", "128", "--no_blend_downsample", *CPU_RECIPE],
+                   spade_flags=[], cpu_batch=8, model="rotate"),
+    # The same with the U-Net at half resolution (64 px), blended at 128.
+    "cpu128_half": dict(flags=["--crop_size", "128", *CPU_RECIPE], spade_flags=[],
+                        cpu_batch=8, model="rotate"),
+    # 256-px crops, U-Net at half resolution (128 px: the scale cpu128 trains it at).
+    "cpu256": dict(flags=["--crop_size", "256", *CPU_RECIPE], spade_flags=[], cpu_batch=8,
+                   model="rotate"),
 }
 
 
@@ -84,8 +89,9 @@ def bench(name: str, args, vgg_path: str | None) -> dict:
     cfg = CONFIGS[name]
     device = resolve_device(args.device)
     batch = args.batch or (cfg["cpu_batch"] if device.type == "cpu" else 8)
-    spade = cfg["spade_flags"] if args.model == "rotatespade" else []
-    argv = cfg["flags"] + spade + ["--model", args.model, "--batchSize", str(batch),
+    model_name = cfg.get("model", args.model)
+    spade = cfg["spade_flags"] if model_name == "rotatespade" else []
+    argv = cfg["flags"] + spade + ["--model", model_name, "--batchSize", str(batch),
                                    "--nThreads", "0", "--device", str(device),
                                    "--dataset", "example"]
     argv += ["--vgg_weights", vgg_path] if vgg_path else ["--no_vgg_loss"]
@@ -141,8 +147,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", nargs="+", choices=[*CONFIGS, "both"], default=["both"],
                    help="one or more of: tiny (experiments/train_tiny_cpu.sh), default (256 px), "
                         "cpu_spade128 (train.sh's CPU recipe before the blend generator), "
-                        "cpu128 / cpu256 (train.sh's CPU recipe); both = tiny and default")
-    p.add_argument("--model", default="rotatespade", help="rotate or rotatespade")
+                        "cpu128 (train.sh's CPU recipe), cpu128_half, cpu256; "
+                        "both = tiny and default")
+    p.add_argument("--model", default="rotatespade",
+                   help="rotate or rotatespade (the cpu128/cpu256 configs fix their own)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch", type=int, default=None,
                    help="photos per step (default: tiny 2, default 1 on CPU; 8 on CUDA)")
