@@ -51,7 +51,7 @@ from evaluation.run import build_evaluators, build_report, score, start
 from models.inference import load_generator, pose_name
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
-from util.checkpoint import CheckpointError, checkpoint_path
+from util.checkpoint import CheckpointError, checkpoint_path, pretrained_path
 
 
 class EvalOptions(TestOptions):
@@ -109,15 +109,18 @@ def load_model(opt, options, device):
     """(modes, model or None, generator fill, checkpoint iteration): the scored modes and,
     when the generator is one of them, the checkpoint's generator."""
     ckpt = checkpoint_path(opt)
-    modes = opt.mode or (["generator"] if os.path.exists(ckpt) and not opt.render_only
+    # the run's checkpoint, else the shipped generator (pretrained/)
+    have_g = os.path.exists(ckpt) or pretrained_path() is not None
+    modes = opt.mode or (["generator"] if have_g and not opt.render_only
                          else ["render", "symmetry"])
     modes = list(dict.fromkeys(modes))
     if "generator" not in modes:
         return modes, None, False, None
-    if opt.render_only or not os.path.exists(ckpt):
+    if opt.render_only or not have_g:
         raise CheckpointError(f"--mode generator needs a checkpoint: none at {ckpt} "
-                              "(check --name, --checkpoints_dir, --which_epoch; or "
-                              "score the baselines with --mode render symmetry)")
+                              "and no shipped model (check --name, --checkpoints_dir, "
+                              "--which_epoch; or score the baselines with --mode render "
+                              "symmetry)")
     model, message = load_generator(opt, options.parser, device)
     print(message)
     # load_generator gave opt the checkpoint's render settings (erode_kernel, background,
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scoring {len(photos)} photos x {len(opt.yaw_poses)} yaws in modes "
           f"{', '.join(modes)} -> {out_dir}")
     results, timing = score(run, photos, evaluators, clock, t0)
-    report = build_report(run, argv, photos, checkpoint_path(opt), iteration, id_message,
+    used = getattr(model, "generator_file", None) or checkpoint_path(opt)
+    report = build_report(run, argv, photos, used, iteration, id_message,
                           results, timing, t0)
     text = format_report(report, evaluators)
     write_report(out_dir, report, text, run.failures)

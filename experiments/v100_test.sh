@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job: rotate the built-in example faces to -60, -30, 0, 30, 60 degrees of yaw.
-# Works on CPU or on one GPU (--device auto). With a trained checkpoint in
-# checkpoints/$NAME/latest.pt the generator repairs the renders; without one the rotated
-# renders themselves are written (mode=render). Extra arguments are passed to test.py,
-# e.g.  bash experiments/v100_test.sh --img my_photos/ --name my_model
+# Works on CPU or on one GPU (--device auto). The generator that repairs the renders is
+# checkpoints/$NAME/latest.pt when it exists, else the shipped model
+# (pretrained/blend_lfw.safetensors); test.py prints which one it used. Without either (or
+# with --render_only) the rotated renders themselves are written (mode=render). Extra
+# arguments are passed to test.py, e.g.  bash experiments/v100_test.sh --img my_photos/
+# --name my_model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${NAME:-rotatespade_example}

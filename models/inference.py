@@ -22,20 +22,27 @@ import torch
 
 from render.renderer import FaceMesh, rotated_view, scope_problems
 from render.settings import RenderSettings
-from util.checkpoint import Checkpointer, adopt_options, checkpoint_path
+from util.checkpoint import adopt_options, checkpoint_path, load_generator_file, pretrained_path
 
 
 def load_generator(opt, parser: argparse.ArgumentParser, device):
-    """(model or None, message). The generator is rebuilt from the checkpoint; what it was
-    trained with (architecture, crop size, landmark-map and render settings) wins over the
-    command line, with a warning for each conflict the user typed."""
+    """(model or None, message). The generator is the run's checkpoint (--name,
+    --which_epoch) when it exists, else the shipped one (``util.checkpoint.pretrained_path``)
+    when there is one; ``model.generator_file`` says which. It is rebuilt from the file;
+    what it was trained with (architecture, crop size, landmark-map and render settings)
+    wins over the command line, with a warning for each conflict the user typed."""
     path = checkpoint_path(opt)
     if opt.render_only:
         return None, "--render_only: writing rotated renders (mode=render)"
+    source = path
     if not os.path.exists(path):
-        return None, (f"no checkpoint at {path}: writing rotated renders without a generator "
-                      "(mode=render)")
-    netG, trained_with, iteration = Checkpointer.load_generator(path, device)
+        shipped = pretrained_path()
+        if shipped is None:
+            return None, (f"no checkpoint at {path}: writing rotated renders without a "
+                          "generator (mode=render)")
+        source = f"the shipped model {os.path.relpath(shipped)} (no checkpoint at {path})"
+        path = shipped
+    netG, trained_with, iteration = load_generator_file(path, device)
     # A render setting the checkpoint predates was, when it was trained, what the
     # dataclass default still means (render_scope: 'face'), not today's command-line default.
     for f in dataclasses.fields(RenderSettings):
@@ -48,7 +55,9 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
     model = create_model(opt, {"netG": netG})
     model.eval().to(device)
     model.checkpoint_iteration = iteration
-    return model, f"generator from {path} (iteration {'?' if iteration is None else iteration})"
+    model.generator_file = path
+    return model, (f"generator from {source} (iteration "
+                   f"{'?' if iteration is None else iteration})")
 
 
 # ------------------------------------------------------------------------------ running G

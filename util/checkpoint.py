@@ -46,8 +46,16 @@ FORMAT = 2
 EXPORT_FORMAT = 1
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The generator that ships with the project: test.py, evaluate.py and v100_test.sh use it
-# when no checkpoint of the user's is named.
+# when the run names no checkpoint that exists. $RR_PRETRAINED names another file; set
+# empty, none (the render-only behaviour, which the test suite keeps by default).
 PRETRAINED = os.path.join(REPO, "pretrained", "blend_lfw.safetensors")
+PRETRAINED_ENV = "RR_PRETRAINED"
+
+
+def pretrained_path() -> str | None:
+    """The shipped generator a run falls back to, or None when there is none."""
+    path = os.environ.get(PRETRAINED_ENV, PRETRAINED)
+    return path if path and os.path.exists(path) else None
 
 
 class CheckpointError(RuntimeError):

@@ -285,3 +285,30 @@ def test_inference_feeds_the_view_masks():
     assert float(masks.amax()) > 0  # a turn to 30 degrees has hidden or stretched pixels
     with torch.no_grad():
         assert torch.equal(views["output"], model.netG(views["image"], None, masks=masks))
+
+
+def test_runs_without_a_checkpoint_use_the_shipped_model(tmp_path, monkeypatch):
+    from helpers import write_tiny_checkpoint
+
+    from models.inference import load_generator
+    from options.test_options import TestOptions
+
+    _, weights, _ = exported(tmp_path)
+    options = TestOptions()
+    argv = ["--checkpoints_dir", str(tmp_path / "ck"), "--device", "cpu"]
+    monkeypatch.setenv("RR_PRETRAINED", "")
+    model, message = load_generator(options.parse(argv), options.parser, "cpu")
+    assert model is None and "mode=render" in message
+    monkeypatch.setenv("RR_PRETRAINED", weights)
+    opt = options.parse(argv)
+    model, message = load_generator(opt, options.parser, "cpu")
+    assert model.generator_file == weights and "the shipped model" in message
+    assert type(model.netG) is BlendGenerator and opt.crop_size == 32 and opt.model == "rotate"
+    # a checkpoint of the user's, named by --name, wins
+    write_tiny_checkpoint(tmp_path / "ck", "mine")
+    opt = options.parse(argv + ["--name", "mine"])
+    model, message = load_generator(opt, options.parser, "cpu")
+    assert model.generator_file.endswith(os.path.join("mine", "latest.pt"))
+    assert "shipped" not in message
+    assert load_generator(options.parse(argv + ["--render_only"]), options.parser,
+                          "cpu")[0] is None
