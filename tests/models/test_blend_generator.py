@@ -68,7 +68,7 @@ def test_mask_starts_at_the_hidden_and_stretched_prior():
     image, _, masks = inputs()
     _, mask = net(image, masks=masks, return_mask=True)
     prior = masks.amax(1, keepdim=True)
-    assert torch.allclose(mask, torch.sigmoid(4 * prior - 2))
+    assert torch.allclose(mask, torch.sigmoid(6 * prior - 4))
 
 
 @pytest.mark.parametrize("downsample", [True, False])
