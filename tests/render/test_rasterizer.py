@@ -843,7 +843,9 @@ def test_numba_tiles_and_threads_do_not_change_the_result(batch):
         assert_same_fragments(expected, got)
 
 
-def _rasterize_sloped(seed):
+def _rasterize_sloped(seed, threads=None):
+    if threads:  # as DataLoader workers do: torch's own OpenMP would hang in a forked child
+        torch.set_num_threads(threads)
     verts, faces, height, width = sloped_mesh(seed)
     return rasterize(verts, faces, height, width, strategy="numba").face_ids
 
@@ -851,13 +853,13 @@ def _rasterize_sloped(seed):
 @needs_numba
 @strategies_given
 def test_numba_kernel_runs_in_forked_children():
-    """DataLoader workers are forked after the parent has rendered: the threading layer
-    must survive that (numba's OpenMP layer would kill the child)."""
+    """DataLoader workers are forked after the parent has rendered: numba's threading layer
+    must survive that (its OpenMP layer would kill the child)."""
     import multiprocessing
 
     parent = _rasterize_sloped(12)
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        child = pool.apply(_rasterize_sloped, (12,))
+        child = pool.apply_async(_rasterize_sloped, (12, 1)).get(timeout=120)
     assert torch.equal(parent, child)
 
 
