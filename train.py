@@ -48,6 +48,7 @@ from options.base_options import (
 from options.train_options import TrainOptions
 from trainers.trainer import Trainer
 from util.checkpoint import (
+    PRETRAINED,
     Checkpointer,
     CheckpointError,
     adopt_options,
@@ -169,6 +170,11 @@ class Run:
         self.parser = parser
         self.is_main = rank == 0
         self.run_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        shipped = os.path.dirname(PRETRAINED)
+        if os.path.commonpath([os.path.abspath(self.run_dir), shipped]) == shipped:
+            raise OptionsError(f"{self.run_dir} is inside {os.path.relpath(shipped)}, the shipped "
+                               "model's folder: pick another --checkpoints_dir (export a "
+                               "generator there with experiments/export_generator.py)")
         self.checkpointer = Checkpointer(self.run_dir)
         self.resume_state, nets = None, None
         if opt.continue_train and opt.init_generator and not os.path.exists(checkpoint_path(opt)):

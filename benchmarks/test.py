@@ -4,7 +4,8 @@
 
 Stages per photo: decode + fit (MediaPipe) + align, then per pose: rotate + render, the
 generator's forward pass (timed on its own) and PNG writing. Reported for render-only, the
-default generator (ngf 64) and --ngf 32, with random weights (timing only). With CUDA it also
+default generator (ngf 64) and --ngf 32, with random weights (timing only), and the shipped
+generator (pretrained/, its own weights and render settings). With CUDA it also
 times batch-16 bf16-autocast generator throughput.
 """
 
@@ -29,6 +30,7 @@ from models.inference import face_tensors, repair, rotate  # noqa: E402
 from options.test_options import TestOptions  # noqa: E402
 from render.renderer import FaceMesh  # noqa: E402
 from render.settings import RenderSettings  # noqa: E402
+from util.checkpoint import pretrained_path  # noqa: E402
 from util.visualizer import to_uint8  # noqa: E402
 
 
@@ -49,6 +51,21 @@ def make_generator(ngf: int, device, crop: int):
     return create_model(opt).eval().to(device)
 
 
+def shipped_model(path: str, device, crop: int):
+    """The shipped generator as test.py loads it (its own render settings and crop)."""
+    from models import create_model
+    from util.checkpoint import adopt_options, load_generator_file
+
+    netG, trained_with, _ = load_generator_file(path, device)
+    if trained_with.get("crop_size") != crop:
+        raise SystemExit(f"error: {path} runs at {trained_with.get('crop_size')} px; pass "
+                         f"--crop_size {trained_with.get('crop_size')}")
+    options = TestOptions()
+    opt = options.parse(["--device", str(device)])
+    adopt_options(opt, trained_with, options.parser)
+    return create_model(opt, {"netG": netG}).eval().to(device)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -61,12 +78,14 @@ def run(paths, model, device, n_poses, crop, fitter, mesh, out_dir):
     settings = RenderSettings.from_options(TestOptions().parse([])).replace(
         symmetric_fill=model is None)
     yaws = [(-60 + 120 * i / max(1, n_poses - 1), None) for i in range(n_poses)]
-    per_image, gen_time = [], []
+    per_image, gen_time, no_fit = [], [], []
     for path in paths:
         sync(device)
         t0 = time.perf_counter()
         rgb = read_image(path)
+        t_fit = time.perf_counter()
         fit = fitter.fit(rgb)
+        fit_s = time.perf_counter() - t_fit
         crop_rgb, fit_c, _ = align(rgb, fit, crop)
         face = face_tensors(crop_rgb, fit_c, device)
         view = rotate(face, yaws, mesh, settings)
@@ -84,7 +103,8 @@ def run(paths, model, device, n_poses, crop, fitter, mesh, out_dir):
         sync(device)
         per_image.append((time.perf_counter() - t0) / n_poses)
         gen_time.append(g / n_poses)
-    return statistics.median(per_image), statistics.median(gen_time)
+        no_fit.append(per_image[-1] - fit_s / n_poses)
+    return statistics.median(per_image), statistics.median(gen_time), statistics.median(no_fit)
 
 
 def main():
@@ -120,14 +140,20 @@ def pipeline(args, device):
         run(paths[:1], None, device, args.poses, args.crop_size, fitter, mesh, out)  # warm-up
         print(f"{len(paths)} photos x {args.poses} poses, {args.crop_size} px, median per "
               "output image:")
-        for label, ngf in (("render only", None), ("generator ngf 64 (default)", 64),
-                           ("generator ngf 32", 32)):
-            model = None if ngf is None else make_generator(ngf, device, args.crop_size)
+        rows = [("render only", None), ("generator ngf 64 (default)", 64),
+                ("generator ngf 32", 32)]
+        shipped = pretrained_path()
+        if shipped:
+            rows.append((f"shipped {os.path.basename(shipped)}", shipped))
+        for label, ngf in rows:
+            model = (None if ngf is None else shipped_model(ngf, device, args.crop_size)
+                     if isinstance(ngf, str) else make_generator(ngf, device, args.crop_size))
             if model is not None:
                 run(paths[:1], model, device, args.poses, args.crop_size, fitter, mesh, out)
-            total, gen = run(paths, model, device, args.poses, args.crop_size, fitter, mesh, out)
+            total, gen, no_fit = run(paths, model, device, args.poses, args.crop_size, fitter,
+                                     mesh, out)
             print(f"  {label:28s} {total:.4f} s/image  (generator forward {gen:.4f} s, "
-                  f"everything else {total - gen:.4f} s)")
+                  f"everything else {total - gen:.4f} s; without the fit {no_fit:.4f} s)")
 
 
 def generator_throughput(args, device):

@@ -312,3 +312,12 @@ def test_runs_without_a_checkpoint_use_the_shipped_model(tmp_path, monkeypatch):
     assert "shipped" not in message
     assert load_generator(options.parse(argv + ["--render_only"]), options.parser,
                           "cpu")[0] is None
+
+
+def test_training_never_writes_into_the_shipped_folder(capsys):
+    folder = os.path.dirname(PRETRAINED)
+    assert train.main(BLEND + ["--model", "rotate", "--dataset", "example",
+                               "--checkpoints_dir", folder, "--name", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "shipped model's folder" in err and "\n" not in err
+    assert not os.path.exists(os.path.join(folder, "x"))
