@@ -6,6 +6,7 @@ Prints images/s at 256x256 for batch 1, 8 and 32 on two synthetic meshes:
 ``dense`` ~53k vertices / ~106k triangles over the same region (triangles ~1 px).
 
     python benchmarks/rasterizer.py [--device cuda] [--threads 2] [--size 256] [--repeats 7]
+        [--strategy compact|dense|numba]
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from render.rasterizer import interpolate, rasterize  # noqa: E402
+from render import rasterizer  # noqa: E402
+from render.rasterizer import STRATEGIES, interpolate, rasterize  # noqa: E402
 
 
 def grid_faces(n: int) -> torch.Tensor:
@@ -85,12 +87,16 @@ def main():
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--meshes", nargs="+", default=["face", "dense"], choices=["face", "dense"])
+    ap.add_argument("--strategy", choices=STRATEGIES, default=None,
+                    help="rasteriser strategy (default: the device's, default_strategy)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.strategy:  # rasterize and interpolate both read the default
+        rasterizer.default_strategy = lambda device: args.strategy
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"size={args.size}")
+          f"size={args.size} strategy={rasterizer.default_strategy(device)}")
     grid = {"face": 22, "dense": 231}
     for name in args.meshes:
         for batch in args.batches:

@@ -308,8 +308,12 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if gpu else "cpu"
+    from render.rasterizer import ENV_VAR, default_strategy
+
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} "
           f"({name}), CPU {cpu_model()} ({os.cpu_count()} cores){_load()}")
+    print(f"rasteriser strategy: {default_strategy(device)} ({ENV_VAR}=torch|numba picks the "
+          "CPU's; benchmarks/vs_sim3dr.py compares them)")
     print(f"{args.size}x{args.size}, median of {args.repeats} runs after 2 warm-up runs; "
           f"targets at batch 8: "
           + (f"{TARGET_GPU} images/s on a GPU" if gpu else
