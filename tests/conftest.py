@@ -16,6 +16,19 @@ os.environ["RR_PRETRAINED"] = ""
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): the
+    machines the suite runs on are small and shared, and two threads contending for two
+    busy cores are many times slower with tiny networks."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def fitter():
     """One MediaPipe fitter for the whole session (building its graph takes ~1 s)."""

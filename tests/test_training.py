@@ -37,12 +37,7 @@ TINY = ["--ngf", "8", "--ndf", "8", "--n_blocks_G", "1", "--crop_size", "64",
 SPADE = ["--model", "rotatespade", "--spade_nhidden", "8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_args(tmp_path, name="run", *extra):

@@ -26,12 +26,7 @@ BLEND = ["--netG", "blend", "--ngf", "8", "--n_blocks_G", "1", "--n_downsample_G
          "--nThreads", "0", "--batchSize", "2", "--no_vgg_loss", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> BlendGenerator:
