@@ -12,8 +12,9 @@ face ids, barycentrics, depths and masks are identical, NaN and infinite depths 
 What differs is only how the work is scheduled: one parallel loop over *tiles* (an image,
 or a band of its rows when there are fewer images than threads), each of which z-buffers
 its faces in index order into its own rows and then resolves those rows while they are still
-in cache. Tiles never share pixels, so there are no races and no temporaries beyond two
-int32 arrays of snapped coordinates; ``max_chunk_pixels`` has nothing to bound here.
+in cache. Tiles never share pixels, so there are no races, and the only temporaries are
+the snapped coordinates (two int32 per vertex) and two ints per row; ``max_chunk_pixels``
+has nothing to bound here. The z-buffer lives in the face-id output itself.
 
 Threads follow ``torch.get_num_threads()``. numba's own default threading layer on Linux
 (GNU OpenMP) kills any process forked after it ran, which DataLoader workers are, so unless
