@@ -51,7 +51,7 @@ def test_duplicate_registration_is_an_error():
 
 def test_the_project_registries():
     assert list(MODELS) == ["rotate", "rotatespade"]
-    assert list(networks.GENERATORS) == ["rotate", "rotatespade"]
+    assert list(networks.GENERATORS) == ["rotate", "rotatespade", "blend"]
     assert list(networks.DISCRIMINATORS) == ["multiscale"]
     assert list(DATASET_MODES) == ["allface"]
     assert {"example", "lfw", "rr_example"} <= set(DATASETS)
@@ -72,10 +72,16 @@ def test_generators_declare_whether_they_read_landmarks():
     the landmark map, whichever --model."""
     from models.rotate_model import RotateModel
 
-    for name, cls in GENERATORS.items():
-        assert isinstance(cls.uses_landmarks, bool), name
+    for name in ("rotate", "rotatespade"):  # fixed by the class
+        assert isinstance(GENERATORS.get(name).uses_landmarks, bool), name
     assert RotateModel.conditioned_on_landmarks(GENERATORS.get("rotatespade"))
     assert not RotateModel.conditioned_on_landmarks(GENERATORS.get("rotate"))
+    # blend reads the map when it was built to (its label_nc): the instance says
+    blend = GENERATORS.get("blend")
+    args = dict(ngf=8, n_downsample_G=2, n_blocks_G=1, norm_G="instance",
+                blend_downsample=False)
+    assert RotateModel.conditioned_on_landmarks(blend(label_nc=5, **args))
+    assert not RotateModel.conditioned_on_landmarks(blend(label_nc=0, **args))
 
 
 def test_a_new_generator_is_one_class_and_one_register_line(monkeypatch):
