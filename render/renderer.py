@@ -364,8 +364,8 @@ def _whole_image_views(vertices, rotation, scale, translation, yaw, pitch, mesh:
                        size: int):
     """(whole-image mesh, its vertices at the source pose, at the target pose)."""
     whole = mesh.whole_image()
-    src = whole_image.extend_vertices(vertices, rotation, scale, translation, size,
-                                      whole.whole)
+    src = whole_image.extend_vertices(whole_image.flatten(vertices, translation), rotation,
+                                      scale, translation, size, whole.whole)
     dst = whole_image.rotate_whole(src, rotation, scale, translation, yaw, pitch, whole.whole)
     return whole, src, dst
 
@@ -394,8 +394,8 @@ def scope_problems(image, vertices, rotation, scale, translation, mesh: FaceMesh
     if settings.render_scope != "image":
         return [""] * vertices.shape[0]
     whole = mesh.whole_image()
-    src = whole_image.extend_vertices(vertices, rotation, scale, translation,
-                                      image.shape[-1], whole.whole)
+    src = whole_image.extend_vertices(whole_image.flatten(vertices, translation), rotation,
+                                      scale, translation, image.shape[-1], whole.whole)
     return whole_image.check_source(src, image.shape[-1], whole.whole)
 
 

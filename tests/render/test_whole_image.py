@@ -42,8 +42,8 @@ def _static_pixels(face, yaw):
 
     mesh = FaceMesh.mediapipe().whole_image()
     topo = mesh.whole
-    src = whole_image.extend_vertices(face.vertices, face.rotation, face.scale,
-                                      face.translation, CROP)
+    src = whole_image.extend_vertices(whole_image.flatten(face.vertices, face.translation),
+                                      face.rotation, face.scale, face.translation, CROP)
     dst = whole_image.rotate_whole(src, face.rotation, face.scale, face.translation,
                                    torch.tensor([yaw]), face.pitch)
     frags = rasterize(dst, mesh.triangles, CROP, CROP)
@@ -89,6 +89,14 @@ def test_every_photo_gets_the_same_topology_and_no_fold(faces):
         assert whole_image.check_source(src, CROP) == [""], face.name
         areas = whole_image.signed_areas(src, torch.as_tensor(topo.triangles))
         assert (areas < 0).all(), f"{face.name}: ring triangles must face the camera"
+
+
+def test_flatten_keeps_the_picture_and_scales_depth(astronaut):
+    f = astronaut
+    flat = whole_image.flatten(f.vertices, f.translation)
+    assert torch.equal(flat[..., :2], f.vertices[..., :2])
+    dz, dz0 = flat[..., 2] - f.translation[:, 2], f.vertices[..., 2] - f.translation[:, 2]
+    assert torch.allclose(dz, whole_image.FACE_DEPTH * dz0, atol=1e-4)
 
 
 def test_head_anchors_lie_behind_the_face_outline(astronaut):
