@@ -13,8 +13,8 @@
 # With a GPU: the full 256-px rotatespade. Without one: the CPU recipe, the blend generator
 # (models/networks/blend_generator.py: a small U-Net that repairs only the hidden and
 # stretched parts of the render) on 128-px crops with one thin discriminator and no rotated
-# step, about 20x the throughput of the 128-px rotatespade this script used to train on a
-# CPU (benchmarks/train.py --config cpu_spade128 cpu128; README "Pretrained model").
+# step, 15x the throughput of the 128-px rotatespade this script used to train on a CPU
+# (benchmarks/train.py --config cpu_spade128 cpu128; README "Pretrained model").
 # Its U-Net runs at the full 128 px here, so the weights also run on 256-px crops with the
 # U-Net at half resolution (experiments/export_generator.py --crop_size 256
 # --blend_downsample). CPU_RECIPE=spade trains the old reduced rotatespade instead.
