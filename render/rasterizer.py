@@ -137,10 +137,10 @@ def default_max_chunk_pixels(device: torch.device | str) -> int:
 def default_strategy(device: torch.device | str) -> str:
     """``strategy`` used when None is given: "dense" on other devices than the CPU; on the
     CPU "numba" when numba is importable, unless the environment variable RR_RASTERIZER is
-    "torch" (then, and without numba, "compact")."""
+    "torch" (then, and without numba, "compact"); set but empty counts as unset."""
     if torch.device(device).type != "cpu":
         return "dense"
-    choice = os.environ.get(ENV_VAR, "numba")
+    choice = os.environ.get(ENV_VAR, "").strip() or "numba"
     if choice not in ("torch", "numba"):
         raise ValueError(f"{ENV_VAR} must be torch or numba, got {choice!r}")
     return "numba" if choice == "numba" and numba_available() else "compact"

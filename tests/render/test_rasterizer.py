@@ -928,6 +928,9 @@ def test_environment_variable_picks_the_cpu_default(monkeypatch):
     monkeypatch.delenv(rasterizer.ENV_VAR)
     assert rasterizer.default_strategy("cpu") == (
         "numba" if rasterizer.numba_available() else "compact")
+    monkeypatch.setenv(rasterizer.ENV_VAR, "")  # set but empty, as `RR_RASTERIZER= cmd`
+    assert rasterizer.default_strategy("cpu") == (
+        "numba" if rasterizer.numba_available() else "compact")
     monkeypatch.setenv(rasterizer.ENV_VAR, "fast")
     with pytest.raises(ValueError, match="RR_RASTERIZER must be torch or numba"):
         rasterize(torch.zeros(3, 3), torch.tensor([[0, 1, 2]]), 4, 4)
