@@ -239,14 +239,20 @@ def bench_render(name, image, src, dst_of_batch, mesh, timer, size, device, targ
                      _as_dict(render()), timer, batch, "images/s", target)
 
 
-def bench_pairs(name, face, mesh, timer, size, device, batch, target, graphs=False):
+def _pair_inputs(face, device, batch):
+    """(image, vertices, rotation, scale, translation) of ``batch`` copies of the face, and
+    seeded training target poses (yaw_b, pitch_b), on ``device``."""
     image, verts, rotation, scale, translation, yaw, pitch = face
     rep = lambda t: t.expand(batch, *t.shape[1:]).contiguous().to(device)  # noqa: E731
     args = [rep(t) for t in (image, verts, rotation, scale, translation)]
     g = torch.Generator().manual_seed(0)
     yaw_b, pitch_b = sample_target_poses(yaw.expand(batch), pitch.expand(batch), g,
                                          pose_noise=True)
-    yaw_b, pitch_b = yaw_b.to(device), pitch_b.to(device)
+    return args, yaw_b.to(device), pitch_b.to(device)
+
+
+def bench_pairs(name, face, mesh, timer, size, device, batch, target, graphs=False):
+    args, yaw_b, pitch_b = _pair_inputs(face, device, batch)
     t_pair = timer(lambda: training_pair(*args, yaw_b, pitch_b, mesh))
     verts_b = rotate_vertices(*args[1:], yaw_b, pitch_b)
     t_ras = timer(lambda: rasterize(verts_b, mesh.triangles, size, size))
@@ -266,13 +272,7 @@ def bench_pairs(name, face, mesh, timer, size, device, batch, target, graphs=Fal
 def bench_scopes(face, mesh, timer, device, batch=8):
     """Whole-image against face-only rendering (``--render_scope``), rotated views and
     training pairs, in this run: the whole crop costs at most 2x the face (target)."""
-    image, verts, rotation, scale, translation, yaw, pitch = face
-    rep = lambda t: t.expand(batch, *t.shape[1:]).contiguous().to(device)  # noqa: E731
-    args = [rep(t) for t in (image, verts, rotation, scale, translation)]
-    g = torch.Generator().manual_seed(0)
-    yaw_b, pitch_b = sample_target_poses(yaw.expand(batch), pitch.expand(batch), g,
-                                         pose_noise=True)
-    yaw_b, pitch_b = yaw_b.to(device), pitch_b.to(device)
+    args, yaw_b, pitch_b = _pair_inputs(face, device, batch)
     times = {}
     for scope in ("face", "image"):
         settings = RenderSettings(render_scope=scope)
