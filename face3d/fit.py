@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 
 from face3d.fileio import atomic_write
+from face3d.topology import NUM_VERTICES
 
 # 2: MediaPipe depth scaled by face3d.fitter.DEPTH_SCALE (1.5); fits of format 1 have the
 # raw depth and no longer match the canonical mesh.
@@ -74,41 +76,125 @@ class Fit:
 _FLOATS = ("scale", "yaw", "pitch", "roll", "residual")
 _INTS = ("num_faces", "format_version")
 _STRS = ("fitter", "fitter_version")
+# name -> shape of the float arrays; each must be float32 or float64 and finite.
+_ARRAYS = {"vertices": (NUM_VERTICES, 3), "iris": (10, 3), "landmarks68": (68, 2),
+           "landmarks5": (5, 2), "rotation": (3, 3), "translation": (3,)}
+# A fit file is about 20 kB: anything far larger is not one of ours (and a zip member
+# that claims gigabytes would otherwise be allocated before it is read).
+MAX_MEMBER_BYTES = 1 << 20
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``; FitFileError for anything that is not a small
+    zip of plain (non-pickled) arrays."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            big = [i.filename for i in zf.infolist() if i.file_size > MAX_MEMBER_BYTES]
+    except zipfile.BadZipFile:
+        raise FitFileError(f"not a fit file (not an .npz archive): {path}") from None
+    except Exception as e:  # OSError (permissions, a folder ...), zlib errors ...
+        raise FitFileError(f"unreadable fit file ({_one_line(e)}): {path}") from None
+    if big:
+        raise FitFileError(f"not a fit file (member {big[0]!r} larger than "
+                           f"{MAX_MEMBER_BYTES} bytes): {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():  # refused, never executed
+            raise FitFileError(f"fit file holds pickled objects, refused for safety: "
+                               f"{path}") from None
+        raise FitFileError(f"unreadable fit file ({_one_line(e)}): {path}") from None
+    except Exception as e:  # zlib.error, EOFError, a CRC mismatch, MemoryError ...
+        raise FitFileError(f"unreadable fit file ({type(e).__name__}: {_one_line(e)}): "
+                           f"{path}") from None
+
+
+class _BadField(Exception):
+    """What is wrong with one field (load_fit adds the field's and the file's names)."""
+
+
+def _field(name: str, v: np.ndarray):
+    """The checked value of one field; ``_BadField`` says what is wrong with it."""
+    kind = v.dtype.kind
+    if name in _ARRAYS:
+        if v.shape != _ARRAYS[name]:
+            raise _BadField(f"has shape {v.shape}, expected {_ARRAYS[name]}")
+        if v.dtype not in (np.float32, np.float64):
+            raise _BadField(f"has dtype {v.dtype}, expected float32 or float64")
+        if not np.isfinite(v).all():
+            raise _BadField(f"has {int((~np.isfinite(v)).sum())} non-finite values (NaN or inf)")
+        return v
+    if name == "image_size":
+        if v.shape != (2,) or kind not in "iu":
+            raise _BadField(f"is {v.dtype} of shape {v.shape}, expected 2 integers (height, width)")
+        if (v < 1).any() or (v > 1_000_000).any():
+            raise _BadField(f"is {tuple(int(x) for x in v)}, not a plausible (height, width)")
+        return int(v[0]), int(v[1])
+    if v.shape != ():
+        raise _BadField(f"has shape {v.shape}, expected a single value")
+    if name in _FLOATS:
+        if kind not in "fiu":
+            raise _BadField(f"has dtype {v.dtype}, expected a number")
+        x = float(v)
+        if not np.isfinite(x):
+            raise _BadField(f"is {x}, expected a finite number")
+        return x
+    if name in _INTS:
+        if kind not in "iu":
+            raise _BadField(f"has dtype {v.dtype}, expected an integer")
+        return int(v)
+    if kind != "U":
+        raise _BadField(f"has dtype {v.dtype}, expected text")
+    return str(v)
 
 
 def load_fit(path: str | os.PathLike) -> Fit:
-    """Load a fit file written by ``3ddfa/inference.py`` (raises ``FitFileError``)."""
+    """Load and check a fit file written by ``3ddfa/inference.py``.
+
+    Every field is checked: present, of the documented shape (468 vertices ...), of a
+    float (or integer, text) dtype, finite; ``scale`` positive, ``rotation`` a rotation.
+
+    Raises ``FitFileError`` -- a ``ValueError`` -- for every problem with the file (missing,
+    unreadable, not an .npz, pickled content (refused, never run), a wrong or malformed
+    field, an older format), with a one-line message naming the file and the problem.
+    Nothing else escapes for bad content, so callers handle a photo's fit with
+    ``except ValueError`` (or ``except (ValueError, OSError)``) and go on with the next.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FitFileError(f"fit file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as e:  # BadZipFile, zlib.error, EOFError, a bare .npy ...: all "unreadable"
-        raise FitFileError(f"unreadable fit file ({type(e).__name__}: {e}): {path}") from None
+    data = _read_arrays(path)
     names = [f.name for f in dataclasses.fields(Fit)]
     missing = [n for n in names if n not in data]
     if missing:
         raise FitFileError(f"fit file lacks {', '.join(missing)}: {path}")
+    try:
+        version = _field("format_version", data["format_version"])
+    except _BadField as e:
+        raise FitFileError(f"fit file field 'format_version' {e}: {path}") from None
+    if version != FORMAT_VERSION:  # first: an old file gets "refit", not a field error
+        raise FitFileError(f"fit file has format {version}, this version reads "
+                           f"{FORMAT_VERSION}; refit (3ddfa/inference.py --overwrite): {path}")
     kw = {}
     for n in names:
-        v = data[n]
         try:
-            if n in _FLOATS:
-                kw[n] = float(v)
-            elif n in _INTS:
-                kw[n] = int(v)
-            elif n in _STRS:
-                kw[n] = str(v)
-            elif n == "image_size":
-                kw[n] = (int(v[0]), int(v[1]))
-            else:
-                kw[n] = v
-        except (TypeError, ValueError, IndexError) as e:
-            raise FitFileError(f"fit file field {n!r} is malformed ({e}): {path}") from None
-    if kw["format_version"] != FORMAT_VERSION:
-        raise FitFileError(f"fit file has format {kw['format_version']}, this version reads "
-                           f"{FORMAT_VERSION}; refit (3ddfa/inference.py --overwrite): {path}")
+            kw[n] = _field(n, data[n])
+        except _BadField as e:
+            raise FitFileError(f"fit file field {n!r} {e}: {path}") from None
+    if kw["scale"] <= 0:
+        raise FitFileError(f"fit file field 'scale' is {kw['scale']}, expected > 0: {path}")
+    if kw["num_faces"] < 1:
+        raise FitFileError(f"fit file field 'num_faces' is {kw['num_faces']}, expected >= 1: "
+                           f"{path}")
+    R = kw["rotation"].astype(np.float64)
+    if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
+        raise FitFileError(f"fit file field 'rotation' is not a rotation matrix: {path}")
     return Fit(**kw)
 
 
