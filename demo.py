@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         return 2
     print(f"model: {description}", flush=True)
     demo = Demo(model, settings, device, description=description)
-    demo.fitter.fitter  # build MediaPipe now (seconds), not on the first upload
+    demo.warm_up()
     with tempfile.TemporaryDirectory(prefix="rr_demo_") as gif_dir:
         app = build_app(demo, gif_dir)
         theme = gr.themes.Default()  # its fonts ship with Gradio: nothing from a CDN

@@ -109,6 +109,10 @@ class Demo:
         self.mesh = FaceMesh.mediapipe(self.device)
         self._cache: collections.OrderedDict[str, Prepared] = collections.OrderedDict()
 
+    def warm_up(self) -> None:
+        """Build MediaPipe's graphs now (seconds), so the first upload is not the slow one."""
+        _ = self.fitter.fitter
+
     # ------------------------------------------------------------------ one photo, once
     def prepare(self, photo, name: str | None = None) -> Prepared | str:
         """A path or an HxWx3 uint8 RGB array -> ``Prepared``, or a one-line message."""
