@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from face3d.fit import fit_path_for, load_fit
+from face3d.fit import find_fit, load_fit
 from face3d.imageio import list_images, read_image
 
 
@@ -40,16 +40,43 @@ def sample(items: list, n: int, seed: int) -> list:
     return [items[i] for i in idx]
 
 
+def _unique_name(rel: str, taken: set[str]) -> str:
+    """``rel``, or ``stem~2.ext``, ``stem~3.ext`` ... when a photo already has its name up to
+    the extension (case ignored), so no two photos of a run share an output name, however
+    the outputs are named (``x/face.jpg``, ``y/face.jpg``, ``face.png`` ...)."""
+    stem, ext = os.path.splitext(rel)
+    name, n = rel, 1
+    while name and os.path.splitext(name)[0].lower() in taken:
+        n += 1
+        name = f"{stem}~{n}{ext}"
+    taken.add(os.path.splitext(name)[0].lower())
+    return name
+
+
 def photos_in(paths) -> list[Photo]:
     """The photos named on a command line: files as given (named by their base name) and
-    folders searched recursively (named relative to the folder). A missing or odd file is
-    kept, so that reading it reports it per photo instead of stopping the run."""
-    items = []
+    folders searched recursively (named relative to the folder; symlink loops followed
+    once). A missing or odd file is kept, so that reading it reports it per photo instead
+    of stopping the run.
+
+    Each photo file is listed once, however often it is reached (given twice, inside a
+    given folder too, through two symlinks): the first path wins. ``rel`` is unique even
+    without its extension: a later photo whose name is taken becomes ``stem~2.ext``."""
+    items, seen, taken = [], set(), set()
+
+    def add(rel: str, path: str):
+        real = os.path.realpath(path)
+        if real in seen:
+            return
+        seen.add(real)
+        items.append(Photo(_unique_name(rel, taken), path, None))
+
     for given in map(str, paths):
         if os.path.isdir(given):
-            items += [Photo(rel, os.path.join(given, rel), None) for rel in list_images(given)]
+            for rel in list_images(given):
+                add(rel, os.path.join(given, rel))
         else:
-            items.append(Photo(os.path.basename(given), given, None))
+            add(os.path.basename(given), given)
     return items
 
 
@@ -72,8 +99,8 @@ def dataset_photos(dataset: str | None = None, dataroot: str | None = None, star
     entry = adhoc_dataset(dataroot) if dataroot else get_dataset(dataset)
     if fit_first:
         rel = prepare_dataset(entry, name, workers=max(1, workers), start=start, end=end)
-        return [Photo(r, os.path.join(entry["prefix"], r), fit_path_for(r, entry["fits_dir"]))
-                for r in rel]
+        return [Photo(r, os.path.join(entry["prefix"], r),
+                      find_fit(r, entry["fits_dir"], entry["prefix"])) for r in rel]
     from face3d.batch_fit import read_list
 
     if name == "example":
@@ -86,9 +113,8 @@ def dataset_photos(dataset: str | None = None, dataroot: str | None = None, star
         rel = list_images(entry["prefix"], exclude=entry["fits_dir"])
     items = []
     for r in sorted(set(rel))[start:end]:
-        fit_path = fit_path_for(r, entry["fits_dir"])
         items.append(Photo(r, os.path.join(entry["prefix"], r),
-                           fit_path if os.path.exists(fit_path) else None))
+                           find_fit(r, entry["fits_dir"], entry["prefix"])))
     return items
 
 

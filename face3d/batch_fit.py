@@ -1,13 +1,21 @@
 """Fit every photo of a folder, list file or single image; the engine of ``3ddfa/inference.py``.
 
 Writes, under ``--save_dir``:
-* ``<relative/path>.npz`` per photo (see ``face3d.fit``), written atomically;
-* ``realign_lmk``: ``relpath label x1 y1 ... x5 y5`` per fitted photo, in list order;
+* ``<relative/path>.npz`` per photo, extension kept (``a/face.jpg`` -> ``a/face.jpg.npz``;
+  see ``face3d.fit``; fits named ``a/face.npz`` by older versions are still read);
+* ``realign_lmk``: ``relpath label x1 y1 ... x5 y5`` per fitted photo, in list order; the
+  label numbers the person (the photo's folder) among the sorted folders of the whole
+  list, before sharding, so every shard of a list gives a person the same label;
 * ``failures.txt``: ``relpath<TAB>reason`` per photo that could not be fitted;
-* with ``--vis``: ``vis/<relative/path>.jpg``, the mesh drawn on the photo.
+* with ``--vis``: ``vis/<relative/path>.jpg`` (``a/face.jpg.jpg``), the mesh drawn on it.
 With ``--shard K/N`` the two text files get a ``.shardKofN`` suffix (``cat`` them to merge).
-A failure never stops the batch; the exit status is non-zero only when the arguments are
-wrong or not a single photo could be fitted.
+
+Every file is written atomically: a crash or kill -9 loses at most the photo being fitted,
+and a re-run resumes, skipping photos whose fit file is complete and valid and retrying
+the failed ones (they have no fit); the temp files of a killed run are removed by the
+next. Lists keep non-UTF-8 file names byte for byte. A failure never stops the batch; the
+exit status is non-zero only when the arguments are wrong, the lists cannot be written
+(full disk ...), or not a single photo could be fitted. An empty shard exits 0.
 """
 
 from __future__ import annotations
@@ -22,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from face3d.cli import ArgumentParser
-from face3d.fileio import atomic_write
-from face3d.fit import FitFileError, fit_path_for, load_fit
+from face3d.fileio import atomic_write, remove_stale_temps
+from face3d.fit import FitFileError, find_fit, fit_path_for, load_fit
 from face3d.imageio import list_images
 
 
@@ -60,20 +68,70 @@ def list_path_of(line: str) -> str:
     return line[:tokens[end - 1].end()]
 
 
+# C0 controls other than tab, and DEL: no list of paths holds them, a binary file does.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def decode_list(raw: bytes) -> str:
+    """The text of a list file: UTF-8 (BOM or not; bytes that are not UTF-8 become
+    surrogates, so a Latin-1 file name still names the same file, as ``os.fsdecode``
+    would) or UTF-16 with a BOM. A UTF-16 list of paths always holds NUL bytes (its ASCII
+    ``.jpg``, its line breaks); without them the "BOM" is the start of a Latin-1 name
+    (``\xfe\xff`` is "þÿ")."""
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            if codec == "utf-8":
+                return raw[len(bom):].decode("utf-8", errors="surrogateescape")
+            if b"\0" in raw or raw == bom:
+                return raw[len(bom):].decode(codec)  # strict: a broken one is refused
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def list_lines(text: str) -> list[str]:
+    """Lines ending in LF, CRLF or (old Mac) CR alone. Not ``str.splitlines``: it also
+    splits at characters a file name may hold (U+2028, U+0085 ...)."""
+    if "\n" not in text:
+        return text.split("\r")
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
 def read_list(list_path: str) -> list[str]:
     """Relative paths from a list file: one per line (see :func:`list_path_of`: extra numeric
     columns, as in ``realign_lmk``, are dropped and spaces inside paths are kept), blank
-    lines and ``#`` comments ignored, Windows line endings accepted."""
-    if not os.path.isfile(list_path):
+    lines and ``#`` comments ignored, LF, CRLF or CR line endings, UTF-8 (non-UTF-8 bytes
+    kept as ``os.fsdecode`` keeps them) or UTF-16 with a BOM.
+
+    Raises ``InputListError`` (a ValueError) with one line for a missing list, a folder,
+    an unreadable file or a binary one (control characters: not a list of paths)."""
+    if os.path.isdir(list_path):
+        raise InputListError(f"image list is a folder, not a list file: {list_path} (to fit "
+                             f"every photo under it, use --img {list_path})")
+    if not os.path.exists(list_path):
         raise InputListError(f"image list not found: {list_path}")
-    with open(list_path, encoding="utf-8-sig", errors="replace") as f:
-        lines = f.read().splitlines()
+    try:
+        with open(list_path, "rb") as f:
+            text = decode_list(f.read())
+    except OSError as e:
+        raise InputListError(f"image list unreadable ({e.strerror or e}): {list_path}") from None
+    except UnicodeDecodeError as e:
+        raise InputListError(f"image list has a UTF-16 mark but is not UTF-16 ({e.reason} at "
+                             f"byte {e.start}): {list_path}") from None
     out = []
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            out.append(list_path_of(line))
+    for n, line in enumerate(list_lines(text), 1):
+        line = line.strip(" \t\f\v")
+        if not line or line.startswith("#"):
+            continue
+        if _CONTROL.search(line):
+            raise InputListError(f"image list line {n} holds control characters: not a text "
+                                 f"list of paths (a binary file?): {list_path}")
+        out.append(list_path_of(line))
     return out
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on any terminal: non-UTF-8 bytes of file names as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None,
@@ -88,7 +146,13 @@ def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None
         return os.path.dirname(os.path.abspath(img)), [os.path.basename(img)]
     if not os.path.isdir(img):
         raise InputListError(f"--img: no such file or folder: {img}")
-    return img, list_images(img, exclude=save_dir)
+    rel = list_images(img, exclude=save_dir)
+    unlistable = [r for r in rel if any(c in r for c in "\n\r\t")]
+    if unlistable:  # realign_lmk and failures.txt are one photo per line, tab-separated
+        print(f"warning: skipping {len(unlistable)} photos whose names hold a line break or "
+              f"tab (rename them), e.g. {printable(repr(unlistable[0]))}", file=sys.stderr)
+        rel = [r for r in rel if r not in unlistable]
+    return img, rel
 
 
 def shard(items: list, spec: str | None) -> list:
@@ -116,6 +180,26 @@ def labels_for(relpaths: list[str]) -> list[int]:
     return [index[f] for f in folders]
 
 
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask: a cluster job's share, not the
+    machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cap_workers(workers: int, jobs: int) -> int:
+    """``workers`` limited to the available cores (more processes than cores only contend:
+    64 workers on 2 cores ran 15x slower) and to the number of photos; says so when the
+    request was cut by the cores."""
+    cpus = available_cpus()
+    if workers > cpus:
+        print(f"note: --workers {workers} capped at {cpus}, the CPU cores available to this "
+              f"process", file=sys.stderr)
+    return max(1, min(workers, cpus, jobs))
+
+
 # Each worker process owns one fitter (MediaPipe graphs are not shareable across processes).
 _FITTER = None
 _CONFIG: dict = {}
@@ -138,11 +222,13 @@ def _fit_one(relpath: str) -> Outcome:
 
     cfg = _CONFIG
     out_path = fit_path_for(relpath, cfg["save_dir"])
-    if not cfg["overwrite"] and os.path.exists(out_path):
-        try:
-            return Outcome(relpath, "skipped", load_fit(out_path).landmarks5)
-        except FitFileError:
-            pass  # a damaged earlier fit: fit again
+    if not cfg["overwrite"]:
+        existing = find_fit(relpath, cfg["save_dir"], cfg["prefix"])
+        if existing:
+            try:
+                return Outcome(relpath, "skipped", load_fit(existing).landmarks5)
+            except FitFileError:
+                pass  # a damaged or invalid earlier fit: fit again
     try:
         rgb = read_image(os.path.join(cfg["prefix"], relpath))
         fit = _FITTER.fit(rgb)
@@ -152,9 +238,14 @@ def _fit_one(relpath: str) -> Outcome:
             _save_vis(rgb, fit, os.path.splitext(vis_path)[0] + ".jpg")
         return Outcome(relpath, "fitted", fit.landmarks5)
     except (ImageReadError, NoFaceError) as e:
-        return Outcome(relpath, "failed", reason=str(e))
+        return Outcome(relpath, "failed", reason=_one_line(str(e)))
     except Exception as e:  # keep the batch going; the reason is recorded, not swallowed
-        return Outcome(relpath, "failed", reason=f"{type(e).__name__}: {e}")
+        return Outcome(relpath, "failed", reason=_one_line(f"{type(e).__name__}: {e}"))
+
+
+def _one_line(text: str) -> str:
+    """A reason fit for ``failures.txt``'s one-line, tab-separated records."""
+    return " ".join(text.split())
 
 
 def _save_vis(rgb, fit, path):
@@ -162,23 +253,48 @@ def _save_vis(rgb, fit, path):
 
     from face3d.draw import draw_fit
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    cv2.imwrite(path, cv2.cvtColor(draw_fit(rgb, fit), cv2.COLOR_RGB2BGR))
+    with atomic_write(path, "wb") as f:
+        _, data = cv2.imencode(".jpg", cv2.cvtColor(draw_fit(rgb, fit), cv2.COLOR_RGB2BGR))
+        f.write(data.tobytes())
+
+
+def write_lists(save_dir: str, outcomes: list[Outcome], labels: dict[str, int],
+                suffix: str = "") -> None:
+    """``realign_lmk`` and ``failures.txt`` (+ ``suffix``) of ``outcomes``, each atomically
+    (a full disk leaves the previous file as it was), file names byte for byte."""
+    enc = dict(encoding="utf-8", errors="surrogateescape", newline="\n")
+    with atomic_write(os.path.join(save_dir, "realign_lmk" + suffix), **enc) as f:
+        for o in outcomes:
+            if o.status != "failed":
+                pts = " ".join(f"{v:.2f}" for v in o.landmarks5.reshape(-1))
+                f.write(f"{o.relpath} {labels[o.relpath]} {pts}\n")
+    with atomic_write(os.path.join(save_dir, "failures.txt" + suffix), **enc) as f:
+        for o in outcomes:
+            if o.status == "failed":
+                f.write(f"{o.relpath}\t{o.reason}\n")
 
 
 def run(relpaths: list[str], prefix: str, save_dir: str, workers: int = 1,
         overwrite: bool = False, max_side: int = 1920, vis: bool = False,
-        suffix: str = "", progress: bool = True) -> list[Outcome]:
+        suffix: str = "", progress: bool = True,
+        labels: dict[str, int] | None = None) -> list[Outcome]:
     """Fit ``relpaths`` (under ``prefix``) into ``save_dir``; returns one Outcome each, in
-    order, and writes ``realign_lmk`` and ``failures.txt`` (with ``suffix``)."""
+    order, and writes ``realign_lmk`` and ``failures.txt`` (with ``suffix``).
+
+    ``labels``: relpath -> identity label, computed by the caller over the whole list (so
+    that shards and partial runs agree); default :func:`labels_for` of ``relpaths``.
+    Raises OSError when a list cannot be written (the previous one is left intact)."""
     from tqdm import tqdm
 
     os.makedirs(save_dir, exist_ok=True)
+    remove_stale_temps(save_dir)  # of a run killed mid-write
+    if labels is None:
+        labels = dict(zip(relpaths, labels_for(relpaths)))
     config = dict(prefix=prefix, save_dir=save_dir, overwrite=overwrite, max_side=max_side,
                   vis=vis)
     bar = dict(total=len(relpaths), desc="fitting", unit="img", disable=not progress,
                dynamic_ncols=True)
-    workers = min(workers, len(relpaths))
+    workers = cap_workers(workers, len(relpaths))
     if workers <= 1:
         _init_worker(config)
         outcomes = [_fit_one(r) for r in tqdm(relpaths, **bar)]
@@ -190,17 +306,7 @@ def run(relpaths: list[str], prefix: str, save_dir: str, workers: int = 1,
         chunksize = max(1, min(8, len(relpaths) // (4 * workers)))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
             outcomes = list(tqdm(pool.imap(_fit_one, relpaths, chunksize=chunksize), **bar))
-
-    ok = [o for o in outcomes if o.status != "failed"]
-    labels = dict(zip([o.relpath for o in ok], labels_for([o.relpath for o in ok])))
-    with atomic_write(os.path.join(save_dir, "realign_lmk" + suffix)) as f:
-        for o in ok:
-            pts = " ".join(f"{v:.2f}" for v in o.landmarks5.reshape(-1))
-            f.write(f"{o.relpath} {labels[o.relpath]} {pts}\n")
-    with atomic_write(os.path.join(save_dir, "failures.txt" + suffix)) as f:
-        for o in outcomes:
-            if o.status == "failed":
-                f.write(f"{o.relpath}\t{o.reason}\n")
+    write_lists(save_dir, outcomes, labels, suffix)
     return outcomes
 
 
@@ -233,23 +339,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
-    try:
-        prefix, relpaths = collect_inputs(args.img_list, args.img_prefix, args.img,
-                                          args.save_dir)
-        relpaths = shard(relpaths, args.shard)
-    except InputListError as e:
-        print(f"error: {e}", file=sys.stderr)
+    if os.path.exists(args.save_dir) and not os.path.isdir(args.save_dir):
+        print(f"error: --save_dir is a file, not a folder: {args.save_dir}", file=sys.stderr)
         return 2
-    if not relpaths:
+    try:
+        prefix, everything = collect_inputs(args.img_list, args.img_prefix, args.img,
+                                            args.save_dir)
+        relpaths = shard(everything, args.shard)
+    except InputListError as e:
+        print(f"error: {printable(str(e))}", file=sys.stderr)
+        return 2
+    if not everything:
         print("error: no images to fit (empty list or folder)", file=sys.stderr)
         return 2
     suffix = ""
     if args.shard:
         k, n = args.shard.split("/")
-        suffix = f".shard{k}of{n}"
-    outcomes = run(relpaths, prefix, args.save_dir, workers=args.workers,
-                   overwrite=args.overwrite, max_side=args.max_side, vis=args.vis,
-                   suffix=suffix, progress=not args.quiet)
+        suffix = f".shard{int(k)}of{int(n)}"
+    labels = dict(zip(everything, labels_for(everything)))
+    try:
+        if not relpaths:  # normal in a job array with more tasks than photos
+            os.makedirs(args.save_dir, exist_ok=True)
+            write_lists(args.save_dir, [], labels, suffix)
+            print(f"shard {args.shard} of a list of {len(everything)} photos is empty: "
+                  f"nothing to fit (empty lists written)")
+            return 0
+        outcomes = run(relpaths, prefix, args.save_dir, workers=args.workers,
+                       overwrite=args.overwrite, max_side=args.max_side, vis=args.vis,
+                       suffix=suffix, progress=not args.quiet, labels=labels)
+    except OSError as e:  # a full disk, a read-only folder ...: earlier lists stay intact
+        where = e.filename or args.save_dir
+        print(f"error: could not write to {printable(str(where))}: "
+              f"{e.strerror or e} (the fits written so far are kept; free space and re-run "
+              f"to resume)", file=sys.stderr)
+        return 1
     counts = {s: sum(o.status == s for o in outcomes) for s in ("fitted", "skipped", "failed")}
     print(f"fitted {counts['fitted']}, skipped (already fitted) {counts['skipped']}, "
           f"failed {counts['failed']} of {len(outcomes)} images -> {args.save_dir}")

@@ -198,12 +198,67 @@ def load_fit(path: str | os.PathLike) -> Fit:
     return Fit(**kw)
 
 
-def fit_path_for(image_relpath: str, save_dir: str) -> str:
-    """Where the fit of ``image_relpath`` lives: the same relative path under ``save_dir``
-    with the extension replaced by ``.npz``. An absolute path or ``..`` components never
-    lead outside ``save_dir``: the root is dropped and ``..`` becomes ``__``."""
-    rel = os.path.splitdrive(os.path.splitext(image_relpath)[0] + ".npz")[1]
+def _inside(rel: str, save_dir: str) -> str:
+    """``rel`` under ``save_dir``: an absolute path or ``..`` components never lead outside
+    it (the root is dropped and ``..`` becomes ``__``)."""
+    rel = os.path.splitdrive(rel)[1]
     if os.altsep:
         rel = rel.replace(os.altsep, os.sep)
     parts = ["__" if p == ".." else p for p in rel.split(os.sep) if p not in ("", ".")]
     return os.path.join(save_dir, *parts)
+
+
+def fit_path_for(image_relpath: str, save_dir: str) -> str:
+    """Where the fit of ``image_relpath`` is written: the same relative path under
+    ``save_dir`` with ``.npz`` appended, extension kept (``a/face.jpg`` -> ``a/face.jpg.npz``),
+    so ``face.jpg`` and ``face.png`` of one folder never share a fit. Read fits with
+    :func:`find_fit`, which also finds those of older versions (``a/face.npz``)."""
+    return _inside(image_relpath + ".npz", save_dir)
+
+
+def legacy_fit_path(image_relpath: str, save_dir: str) -> str:
+    """Where versions before the extension was kept wrote the fit (``a/face.npz``)."""
+    return _inside(os.path.splitext(image_relpath)[0] + ".npz", save_dir)
+
+
+_STEMS: dict[str, tuple[int, dict[str, int]]] = {}
+
+
+def _photos_with_stem(folder: str, stem: str) -> int:
+    """How many image files of ``folder`` are called ``stem.<ext>`` (the listing is cached
+    while the folder is unchanged: one listdir per folder, not per photo)."""
+    from face3d.imageio import IMAGE_EXTENSIONS
+
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return 0
+    cached = _STEMS.get(folder)
+    if cached is None or cached[0] != mtime:
+        counts: dict[str, int] = {}
+        for name in os.listdir(folder):
+            base, ext = os.path.splitext(name)
+            if ext.lower() in IMAGE_EXTENSIONS:
+                counts[base] = counts.get(base, 0) + 1
+        if len(_STEMS) > 10_000:
+            _STEMS.clear()
+        cached = _STEMS[folder] = (mtime, counts)
+    return cached[1].get(stem, 0)
+
+
+def find_fit(image_relpath: str, save_dir: str, prefix: str | None = None) -> str | None:
+    """The fit file of ``image_relpath`` under ``save_dir``, or None when there is none.
+
+    The current name (:func:`fit_path_for`) first; else an older version's ``face.npz``,
+    but only when the photo is the only ``face.*`` image of its folder under ``prefix``
+    (with ``face.jpg`` and ``face.png`` side by side nobody knows whose fit it is, so both
+    are refitted under their own names). Without ``prefix`` old names are not used."""
+    path = fit_path_for(image_relpath, save_dir)
+    if os.path.exists(path):
+        return path
+    old = legacy_fit_path(image_relpath, save_dir)
+    if prefix is None or not os.path.exists(old):
+        return None
+    photo = os.path.join(prefix, image_relpath)
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    return old if _photos_with_stem(os.path.dirname(photo) or ".", stem) <= 1 else None

@@ -73,12 +73,31 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 def list_images(folder: str, exclude: str | None = None) -> list[str]:
     """Image files under ``folder`` (recursive, following symlinks, hidden folders and the
-    ``exclude`` folder skipped), as sorted paths relative to ``folder``."""
+    ``exclude`` folder skipped), as sorted paths relative to ``folder``.
+
+    A folder reached twice through symlinks (a loop such as ``folder/loop -> ..``, or two
+    links to one folder) is listed once, at its first path in sorted order."""
     skip = os.path.abspath(exclude) if exclude else None
+    seen: set[tuple[int, int]] = set()
     rel = []
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.abspath(os.path.join(root, d)) != skip)
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:  # only when its parent listed it before pruning
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        keep = []
+        for d in sorted(dirs):
+            path = os.path.join(root, d)
+            if d.startswith(".") or os.path.abspath(path) == skip:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                keep.append(d)
+        dirs[:] = keep
         rel += [os.path.relpath(os.path.join(root, f), folder) for f in sorted(files)
                 if f.lower().endswith(IMAGE_EXTENSIONS)]
     return rel

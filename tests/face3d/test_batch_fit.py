@@ -205,7 +205,7 @@ def test_huge_image_fitted_with_bounded_memory(tmp_path, example_photos):
     peak_gib = res["maxrss_kb"] / 2**20
     print(f"\n8000x8000 JPEG: peak RSS {peak_gib:.2f} GiB")
     assert res["rc"] == 0 and peak_gib < 2.0
-    fit = load_fit(tmp_path / "out" / "big.npz")
+    fit = load_fit(tmp_path / "out" / "big.jpg.npz")
     assert fit.image_size == (side, side)
     eye_l, eye_r = fit.landmarks5[:2] / scale  # back in astronaut.png pixels
     assert np.linalg.norm(eye_l - (204, 101)) < 4 and np.linalg.norm(eye_r - (247, 104)) < 4
@@ -252,7 +252,7 @@ def test_paths_with_spaces_fit_and_round_trip_through_realign_lmk(tmp_path, exam
                             "--save_dir", out_dir)
     assert rc == 0, err
     assert summary(out)["fitted"] == 1
-    assert (out_dir / "my photos" / "the astronaut.npz").is_file()
+    assert (out_dir / "my photos" / "the astronaut.png.npz").is_file()
     assert batch_fit.read_list(str(out_dir / "realign_lmk")) == ["my photos/the astronaut.png"]
 
 
@@ -447,9 +447,9 @@ def test_vis_writes_a_picture_per_fitted_photo(tmp_path, example_dir, photos, ca
     assert rc == 0, err
     vis = sorted(p.relative_to(tmp_path / "out" / "vis")
                  for p in (tmp_path / "out" / "vis").rglob("*.jpg"))
-    assert vis == [Path("sub/astronaut.jpg"), Path("sub/grace_hopper.jpg")]
-    for name in ("astronaut", "grace_hopper"):
-        photo = read_image(next((folder / "sub").glob(name + ".*")))
+    assert vis == [Path("sub/astronaut.png.jpg"), Path("sub/grace_hopper.jpg.jpg")]
+    for name in ("astronaut.png", "grace_hopper.jpg"):
+        photo = read_image(folder / "sub" / name)
         pic = read_image(tmp_path / "out" / "vis" / "sub" / f"{name}.jpg")
         assert pic.shape == photo.shape
         assert np.abs(pic.astype(float) - photo).mean() > 1.0  # something was drawn
