@@ -7,9 +7,15 @@ Run ``python train.py --help`` for every flag; experiments/train.sh has working 
 
 Everything a run writes goes to ``<checkpoints_dir>/<name>/``: opt.txt and opt.json (the
 resolved options), latest.pt and <epoch>.pt (checkpoints), logs/ (tensorboard), web/ (HTML
-page of image grids), loss_log.txt. Ctrl-C (or SIGTERM) finishes the current step, saves
-latest.pt and exits with status 0; a second Ctrl-C aborts at once. Bad options, datasets,
-checkpoints or missing weights end the run with one ``error:`` line and status 2.
+page of image grids), loss_log.txt; the first lines of the console say so. The console
+then shows one progress bar over the run's iterations (ETA, current losses); the loss
+lines go to loss_log.txt and tensorboard. Ctrl-C (or SIGTERM) finishes the current step,
+saves latest.pt and exits with status 0; a second Ctrl-C aborts at once.
+
+Everything is checked before anything is written: bad options, datasets, checkpoints,
+missing weights or an unwritable folder end the run with one ``error:`` line and status 2,
+and a failed ``--continue_train`` leaves the run's files as they were. A run never replaces
+the checkpoints of another: a ``--name`` that holds checkpoints needs ``--continue_train``.
 
 Debugging aid: with ``RR_WEIGHTS_HASH_DIR=DIR`` in the environment every process writes
 ``DIR/rank<R>.json`` (SHA-256 of each net's weights) when it finishes, so DDP runs can be
@@ -24,8 +30,10 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -35,12 +43,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from data import DatasetError, create_dataloader, create_dataset
+from data.registry import dataset_names, get_dataset
 from models import create_model
 from models.networks import MissingWeightsError
+from models.networks.architecture import find_vgg19_weights, vgg19_weights_filename
 from models.rotate_model import _unwrap
 from options.base_options import (
     OptionsError,
-    options_text,
     resolve_device,
     run_options,
     save_options,
@@ -126,6 +135,86 @@ def weights_digest(model, names) -> dict[str, str]:
     return out
 
 
+def remove_temp_files(run_dir: str) -> int:
+    """Delete the temp files of atomic writes (``.tmp_*``) a killed run left in its folder.
+    A run folder has one writer, rank 0 of the run, so at its start any such file is
+    abandoned."""
+    removed = 0
+    for folder, _, files in os.walk(run_dir):
+        for f in files:
+            if f.startswith(".tmp_"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, f))
+                    removed += 1
+    return removed
+
+
+def read_checkpoint(load, path: str, flag: str):
+    """``load(path)`` (a checkpoint or generator reader) with every way a file can be bad
+    turned into one CheckpointError line that names ``flag`` and the file."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{flag}: {path} is a folder, not a checkpoint file")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise CheckpointError(f"{flag}: {path} is empty (0 bytes): an interrupted copy? "
+                              "(checkpoints this project writes are never partial)")
+    try:
+        return load(path)
+    except CheckpointError as e:
+        raise CheckpointError(_explained(e, path, flag)) from None
+    except Exception as e:  # a reader's own failure on a damaged file: still one line
+        raise CheckpointError(f"{flag}: cannot read {path} ({type(e).__name__}: "
+                              f"{_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else "no message"
+
+
+def load_failure(e: BaseException) -> str:
+    """Why torch.load refused a file, in a few words. Its weights_only refusal says to load
+    the file unsafely; say instead what it means: a pickle that would run code, or a file
+    that is no checkpoint at all."""
+    text = str(e)
+    if "Weights only load failed" not in text:
+        return f"{type(e).__name__}: {_first_line(e)}"
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        return (f"refused for safety: it is a pickle that calls {blocked[1]}, which loading "
+                "would run (files are read with weights_only=True: tensors and plain values)")
+    return "not a PyTorch weights file (damaged, truncated or another kind of file)"
+
+
+def _explained(e: CheckpointError, path: str, flag: str) -> str:
+    text = str(e)
+    if "Weights only load failed" in text and e.__context__ is not None:
+        # (the reader kept only the first line of torch's message; the cause has it all)
+        return f"{flag}: {path}: {load_failure(e.__context__)}"
+    return f"{flag}: {text}" if path in text else f"{flag} {path}: {text}"
+
+
+def create_model_checked(opt, nets):
+    """create_model, with a VGG weights file that cannot be read as one error line (the
+    perceptual loss reads it while the model is built)."""
+    try:
+        return create_model(opt, nets)
+    except (MissingWeightsError, ValueError):
+        raise
+    except Exception:
+        if opt.no_vgg_loss:
+            raise
+        path = find_vgg19_weights(opt.vgg_weights)
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as load_error:  # the file is the cause: say so in one line
+            given = " (--vgg_weights)" if opt.vgg_weights else ""
+            raise MissingWeightsError(
+                f"VGG19 weights {path}{given} cannot be read ({load_failure(load_error)}); use "
+                f"torchvision's {vgg19_weights_filename()} or train with --no_vgg_loss"
+            ) from None
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     options = TrainOptions()
     try:
@@ -163,54 +252,73 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Run:
-    """One training run: set up on construction, ``train()`` loops."""
+    """One training run: set up on construction (everything checked before anything is
+    written), ``train()`` loops."""
 
     def __init__(self, opt, parser, device, rank, world):
         self.opt, self.device, self.rank, self.world = opt, device, rank, world
         self.parser = parser
         self.is_main = rank == 0
         self.run_dir = os.path.join(opt.checkpoints_dir, opt.name)
-        shipped = os.path.dirname(PRETRAINED)
-        if os.path.commonpath([os.path.abspath(self.run_dir), shipped]) == shipped:
+        # Messages of the set-up, printed after the header that says where the run writes
+        # (nothing is printed for a run that fails its checks but the one error line).
+        self.notes: list[tuple[str, bool]] = []
+        shipped = os.path.realpath(os.path.dirname(PRETRAINED))
+        if os.path.commonpath([os.path.realpath(self.run_dir), shipped]) == shipped:
             raise OptionsError(f"{self.run_dir} is inside {os.path.relpath(shipped)}, the shipped "
                                "model's folder: pick another --checkpoints_dir (export a "
                                "generator there with experiments/export_generator.py)")
+        made_dir = self._check_run_dir() if self.is_main else False
+        try:
+            self._set_up()
+        except BaseException:
+            if made_dir:  # leave no empty folder behind for a run that never started
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.run_dir)
+            raise
+
+    def _set_up(self):
+        opt, parser = self.opt, self.parser
         self.checkpointer = Checkpointer(self.run_dir)
         self.resume_state, nets = None, None
         if opt.continue_train and opt.init_generator and not os.path.exists(checkpoint_path(opt)):
-            if self.is_main:
-                print(f"no checkpoint at {checkpoint_path(opt)} to continue: starting G from "
+            self.note(f"no checkpoint at {checkpoint_path(opt)} to continue: starting G from "
                       f"{opt.init_generator}")
             opt.continue_train = False
+        if not opt.continue_train:
+            self._refuse_to_replace()
         if opt.continue_train:
             path = checkpoint_path(opt)
-            self.resume_state = Checkpointer.load(path)
+            self.resume_state = read_checkpoint(Checkpointer.load, path, "--continue_train")
             # The nets are rebuilt from the file; opt takes the values they were made with
             # too, so opt.txt and the model's own use of them (landmark maps, crop size) agree.
             for warning in adopt_options(opt, Checkpointer.trained_with(self.resume_state),
                                          parser):
-                if self.is_main:
-                    print(f"warning: {warning}", file=sys.stderr)
+                self.note(f"warning: {warning}", err=True)
             nets = Checkpointer.rebuild_nets(self.resume_state, path)
-            if opt.init_generator and self.is_main:
-                print(f"note: resuming {path}; --init_generator {opt.init_generator} is ignored")
+            if opt.init_generator:
+                self.note(f"note: resuming {path}; --init_generator {opt.init_generator} is "
+                          "ignored")
         elif opt.init_generator:
             nets = {"netG": self._initial_generator(opt.init_generator)}
-        if self.is_main:
-            print(options_text(opt, parser))
-            save_options(opt, self.run_dir, parser)
         try:
             # Model first: bad architecture options and missing VGG weights fail in seconds,
             # before any photo is fitted.
-            self.model = create_model(opt, nets)
-            self.loader = self._make_loader()
+            self.model = create_model_checked(opt, nets)
         except ValueError as e:  # option values only the factories can check
             raise OptionsError(str(e)) from None
-        self.trainer = Trainer(opt, self.model, device, distributed=world > 1)
+        self.trainer = Trainer(opt, self.model, self.device, distributed=self.world > 1)
         self.iteration, self.epoch, self.epoch_iter = 0, 1, 0
         if opt.continue_train:
-            self._resume()
-        self.vis = Visualizer(opt, self.run_dir) if self.is_main else None
+            self._resume_weights()
+        self._check_dataset_names()
+        self.print_header()
+        try:
+            self.loader = self._make_loader()
+        except ValueError as e:
+            raise OptionsError(str(e)) from None
+        if opt.continue_train:
+            self._resume_rng()  # after the loader, as a straight run draws it: resume-exact
         self.eval_batch = None
         if opt.eval_freq and self.is_main:
             if opt.eval_photos in opt.dataset.split(",") and not opt.dataroot:
@@ -220,20 +328,95 @@ class Run:
 
             self.eval_batch = load_eval_batch(opt.eval_photos, n=opt.eval_size,
                                               crop_size=opt.crop_size, seed=opt.seed)
+        # Everything checked: only now does the run write its options (a --continue_train
+        # that fails its checks leaves the run's opt.json as it was) and open its logs.
+        self.vis = None
         if self.is_main:
+            removed = remove_temp_files(self.run_dir)
+            if removed:
+                print(f"removed {removed} temp file(s) of an interrupted write in {self.run_dir}")
+            save_options(opt, self.run_dir, parser)
+            self.vis = Visualizer(opt, self.run_dir)
             n_params = sum(p.numel() for p in _unwrap(self.model.netG).parameters())
-            print(f"{len(self.loader.dataset)} photos, {world} process(es) on {device}, "
-                  f"G has {n_params / 1e6:.2f}M parameters")
+            print(f"{len(self.loader.dataset)} photos, {self.world} process(es) on "
+                  f"{self.device}, G has {n_params / 1e6:.2f}M parameters")
+
+    def _check_dataset_names(self):
+        """The quick part of the dataset's checks, before the header: preparing it (which
+        may fit every photo on first use) comes after."""
+        opt = self.opt
+        if opt.dataroot:
+            if not os.path.isdir(opt.dataroot):
+                raise DatasetError(f"--dataroot {opt.dataroot}: image folder not found")
+            return
+        try:
+            for name in dataset_names(opt.dataset):
+                get_dataset(name)
+        except ValueError as e:
+            raise OptionsError(str(e)) from None
+
+    def note(self, text: str, err: bool = False):
+        self.notes.append((text, err))
+
+    def _check_run_dir(self) -> bool:
+        """The run folder exists (made here: returns True) and takes files, else one error."""
+        run_dir = self.run_dir
+        for path, what in ((self.opt.checkpoints_dir, "--checkpoints_dir"),
+                           (run_dir, "the run folder")):
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise OptionsError(f"{what} {path} is a file, not a folder")
+        made = not os.path.isdir(run_dir)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            with tempfile.TemporaryFile(dir=run_dir):
+                pass
+        except OSError as e:
+            if made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(run_dir)
+            raise OptionsError(f"cannot write the run folder {run_dir} (--checkpoints_dir "
+                               f"{self.opt.checkpoints_dir}, --name {self.opt.name}): "
+                               f"{e.strerror or e}") from None
+        return made
+
+    def _refuse_to_replace(self):
+        """A new run never silently replaces the checkpoints of an earlier one."""
+        held = sorted(f for f in os.listdir(self.run_dir) if f.endswith(".pt")) \
+            if os.path.isdir(self.run_dir) else []
+        if held:
+            raise OptionsError(
+                f"run {self.opt.name!r} already has checkpoints in {self.run_dir} "
+                f"({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): add "
+                "--continue_train to resume it, or give this run a new --name (delete the "
+                "folder to start it over)")
+
+    def print_header(self):
+        """Where the run writes, then the set-up's notes: the first lines of the console."""
+        if not self.is_main:
+            return
+        opt, d = self.opt, self.run_dir
+        lines = [f"run {opt.name}: writing to {d}{os.sep}",
+                 "  options      opt.txt, opt.json",
+                 f"  checkpoints  latest.pt every {opt.save_latest_freq} iterations, <epoch>.pt "
+                 f"every {opt.save_epoch_freq} epochs",
+                 f"  losses       loss_log.txt every {opt.print_freq} iterations",
+                 f"  tensorboard  tensorboard --logdir {os.path.join(d, 'logs')}"]
+        if not opt.no_html:
+            lines.append(f"  images       web{os.sep}index.html every {opt.display_freq} "
+                         "iterations")
+        print("\n".join(lines), flush=True)
+        for text, err in self.notes:
+            print(text, file=sys.stderr if err else sys.stdout)
+        self.notes.clear()
 
     def _initial_generator(self, path: str):
         """--init_generator: G with the file's weights; opt adopts the architecture and the
         settings it was trained with (warning where the command line said otherwise)."""
-        netG, trained_with, iteration = load_generator_file(path, "cpu")
+        netG, trained_with, iteration = read_checkpoint(load_generator_file, path,
+                                                        "--init_generator")
         for warning in adopt_options(self.opt, trained_with, self.parser):
-            if self.is_main:
-                print(f"warning: {warning}", file=sys.stderr)
-        if self.is_main:
-            print(f"generator initialised from {path} (iteration "
+            self.note(f"warning: {warning}", err=True)
+        self.note(f"generator initialised from {path} (iteration "
                   f"{'?' if iteration is None else iteration}); discriminators are new")
         return netG.train()
 
@@ -252,28 +435,30 @@ class Run:
             dataset = create_dataset(opt)
         return create_dataloader(opt, self.rank, world, dataset)
 
-    def _resume(self):
+    def _resume_weights(self):
+        """Nets, optimisers and progress from the checkpoint (the checks that can fail)."""
         opt = self.opt
         path = checkpoint_path(opt)
         state = self.resume_state
         self.trainer.load_state_dict(state, path)
         self.iteration, self.epoch, self.epoch_iter = Checkpointer.progress(state, path)
-        rng = state.get("rng") or {}
+        saved, steering = state.get("options") or {}, run_options(self.parser)
+        changed = [f"--{k} {getattr(opt, k)!r} (was {saved[k]!r})"
+                   for k in sorted(saved) if k not in steering and hasattr(opt, k)
+                   and getattr(opt, k) != saved[k]]
+        if changed:
+            self.note("note: options that differ from the checkpoint's: " + ", ".join(changed))
+        self.note(f"resumed from {path}: epoch {self.epoch}, iteration {self.iteration}")
+
+    def _resume_rng(self):
+        rng = self.resume_state.get("rng") or {}
         ranks = rng.get("ranks") or []
         if len(ranks) == self.world:
             set_rng_state(ranks[self.rank])
         elif self.rank == 0 and "torch" in rng:
             set_rng_state(rng)
         else:  # a different number of processes than when saved: deterministic fallback
-            torch.manual_seed(opt.seed + self.rank + self.iteration)
-        if self.is_main:
-            saved, steering = state.get("options") or {}, run_options(self.parser)
-            changed = [f"--{k} {getattr(opt, k)!r} (was {saved[k]!r})"
-                       for k in sorted(saved) if k not in steering and hasattr(opt, k)
-                       and getattr(opt, k) != saved[k]]
-            if changed:
-                print("note: options that differ from the checkpoint's: " + ", ".join(changed))
-            print(f"resumed from {path}: epoch {self.epoch}, iteration {self.iteration}")
+            torch.manual_seed(self.opt.seed + self.rank + self.iteration)
 
     # -------------------------------------------------------------------------------- saving
     def save(self, which: str, epoch: int, epoch_iter: int):
@@ -290,6 +475,24 @@ class Run:
                                rng=dict(states[0], ranks=states))
 
     # ------------------------------------------------------------------------------ training
+    def iterations_planned(self) -> int:
+        """The iteration this run stops at: --max_iters, or the end of the last epoch."""
+        sampler, opt = self.loader.sampler, self.opt
+        sampler.set_start(0)
+        per_epoch = len(self.loader)
+        sampler.set_start(self.epoch_iter * opt.batchSize)
+        left = len(self.loader) + (opt.niter + opt.niter_decay - self.epoch) * per_epoch
+        end = self.iteration + max(0, left)
+        return min(end, opt.max_iters) if opt.max_iters else end
+
+    def progress_bar(self):
+        """One bar over the run's iterations (rank 0). Where stderr is not a terminal (a log
+        file under nohup, a pipe) it redraws every 30 s, not 10 times a second."""
+        tty = sys.stderr.isatty()
+        return tqdm(total=self.iterations_planned(), initial=self.iteration, desc="train",
+                    unit="it", disable=not self.is_main, dynamic_ncols=True,
+                    mininterval=0.5 if tty else 30, smoothing=0.1)
+
     def train(self) -> int:
         opt, model, trainer = self.opt, self.model, self.trainer
         total_epochs = opt.niter + opt.niter_decay
@@ -303,15 +506,13 @@ class Run:
         window = dict(images=0, render=0.0, step=0.0, start=time.perf_counter())
         finished = False
         under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
-        with StopFlag(abort_on_second=not under_torchrun) as stop:
+        bar = self.progress_bar()
+        with StopFlag(abort_on_second=not under_torchrun) as stop, bar:
             while self.epoch <= total_epochs and not finished:
                 sampler.set_epoch(self.epoch)
                 sampler.set_start(self.epoch_iter * opt.batchSize)
                 trainer.update_learning_rate(self.epoch)
-                bar = tqdm(self.loader, desc=f"epoch {self.epoch}/{total_epochs}",
-                           disable=not self.is_main, initial=self.epoch_iter,
-                           total=self.epoch_iter + len(self.loader), dynamic_ncols=True)
-                for batch in bar:
+                for batch in self.loader:
                     t0 = time.perf_counter()
                     generator = torch.Generator().manual_seed(
                         pose_seed(opt.seed, self.rank, self.iteration))
@@ -325,6 +526,7 @@ class Run:
                     self.epoch_iter += 1
                     if self.is_main:
                         self.log(bar, losses, pair, fake, window, first)
+                        bar.update(1)
                     saved = False
                     if self.iteration % opt.save_latest_freq == 0:
                         self.save("latest", self.epoch, self.epoch_iter)
@@ -336,25 +538,29 @@ class Run:
                         finished = True
                         break
                 else:
-                    bar.close()
                     self.epoch_iter = 0
                     if self.epoch % opt.save_epoch_freq == 0 or self.epoch == total_epochs:
                         self.save(str(self.epoch), self.epoch + 1, 0)
                         self.save("latest", self.epoch + 1, 0)
                     self.epoch += 1
-                bar.close()
         self.finish()
         return 0
 
     def log(self, bar, losses, pair, fake, window, first):
+        """Losses into the bar's postfix (every iteration), loss_log.txt and tensorboard
+        (every --print_freq); images every --display_freq; the console gets only warnings."""
         opt, it = self.opt, self.iteration
-        if not all(np.isfinite(v) for v in losses.values()):
-            print(f"warning: non-finite loss at iteration {it}: {losses}", file=sys.stderr)
+        bar.set_postfix({"epoch": self.epoch, **{k: f"{v:.3f}" for k, v in losses.items()}},
+                        refresh=False)
+        # Once per --print_freq iterations at most: a diverged run must not flood the console.
+        if (not all(np.isfinite(v) for v in losses.values())
+                and it - window.get("warned", -opt.print_freq) >= opt.print_freq):
+            tqdm.write(f"warning: non-finite loss at iteration {it}: {losses}", file=sys.stderr)
+            window["warned"] = it
         if it % opt.print_freq == 0 or it == first:
             n_iter = max(1, it - window.get("iteration", it - 1))
             elapsed = max(time.perf_counter() - window["start"], 1e-9)
             ips = window["images"] / elapsed
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             lrs = self.trainer.learning_rates()
             self.vis.loss_line(self.epoch, it, losses)
             self.vis.scalars({**{f"loss/{k}": v for k, v in losses.items()},

@@ -9,7 +9,13 @@
 #   bash experiments/train.sh --continue_train     # extra flags go to train.py
 #
 # Checkpoints, opt.txt, tensorboard logs (logs/) and the HTML page (web/index.html) go to
-# checkpoints/$NAME/; experiments/v100_test.sh then rotates faces with checkpoints/$NAME.
+# checkpoints/$NAME/ (default train_$DATASET, e.g. checkpoints/train_example/; the first
+# lines train.py prints say where each goes). The name is not the main job's
+# (rotatespade_example, which experiments/v100_test.sh and test.py read), so trying
+# training never replaces the generator the main job uses; rotate faces with your model by
+# naming it: bash experiments/v100_test.sh --name train_example. Running this script again
+# on a run that has checkpoints stops with an error: add --continue_train to resume it, or
+# set another NAME=.
 # With a GPU: the full 256-px rotatespade. Without one: the CPU recipe, the blend generator
 # (models/networks/blend_generator.py: a small U-Net that repairs only the hidden and
 # stretched parts of the render) on 128-px crops with one thin discriminator and no rotated
@@ -31,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATASET=${DATASET:-example}
-NAME=${NAME:-rotatespade_${DATASET//,/_}}
+NAME=${NAME:-train_${DATASET//,/_}}
 
 # The original's losses and render settings (the rotated step with its own discriminator).
 PAPER=(--model rotatespade --label_nc 5 --heatmap_size 2.5 --no_gaussian_landmark

@@ -6,6 +6,11 @@
 #   bash experiments/train_tiny_cpu.sh                    # checkpoints/tiny_cpu/
 #   bash experiments/train_tiny_cpu.sh --max_iters 20     # extra flags go to train.py
 #   bash experiments/train_tiny_cpu.sh --continue_train --max_iters 400
+#   NAME=tiny2 bash experiments/train_tiny_cpu.sh         # a second run beside the first
+#
+# A run that has checkpoints is never replaced: run the script again with --continue_train,
+# or another NAME. tensorboard --logdir checkpoints/tiny_cpu/logs shows its losses and
+# images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${NAME:-tiny_cpu}

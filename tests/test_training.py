@@ -94,8 +94,10 @@ def test_three_iterations_write_everything(tmp_path, capsys, model_args):
                     "--print_freq", "1", "--display_freq", "2")
     assert train.main(argv) == 0
     out = capsys.readouterr().out
-    assert "----------------- Options" in out and "stopped at epoch 3, iteration 3" in out
     run = tmp_path / "e2e"
+    # The console names the run's folder first and leaves the options to opt.txt.
+    assert out.startswith(f"run e2e: writing to {run}{os.sep}\n")
+    assert "Options ---" not in out and "stopped at epoch 3, iteration 3" in out
 
     # options, readable and machine-readable
     assert "crop_size: 64" in (run / "opt.txt").read_text().replace("  ", "")
@@ -276,7 +278,8 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path):
     assert set(r0) == {"iteration", "netG", "netD", "netD_rotate"}
     assert r0 == r1
     assert "2 process(es) on cpu" in res.stdout
-    assert res.stdout.count("----------------- Options") == 1  # only rank 0 prints / logs
+    assert res.stdout.count("run ddp: writing to") == 1  # only rank 0 prints / logs
+    assert res.stderr.count("train:   0%") == 1 and "Traceback" not in res.stderr
     state = load(tmp_path / "ddp" / "latest.pt")
     assert state["iteration"] == 3 and len(state["rng"]["ranks"]) == 2
     assert len(list((tmp_path / "ddp" / "logs").iterdir())) == 1
@@ -374,7 +377,7 @@ def test_corrupt_checkpoint(tmp_path, capsys):
     (tmp_path / "bad" / "latest.pt").write_bytes(b"not a checkpoint at all")
     assert train.main(run_args(tmp_path, "bad", "--model", "rotate", "--no_vgg_loss",
                                "--continue_train")) == 2
-    assert_one_line_error(capsys.readouterr().err, "corrupt or unreadable checkpoint",
+    assert_one_line_error(capsys.readouterr().err, "--continue_train",
                           str(tmp_path / "bad" / "latest.pt"))
 
 
@@ -614,3 +617,222 @@ def test_continue_train_takes_the_architecture_from_the_checkpoint(tmp_path, cap
     captured = capsys.readouterr()
     assert "--ngf 16 conflicts with the checkpoint's ngf=8; using the checkpoint's" in captured.err
     assert load(tmp_path / "arch" / "latest.pt")["iteration"] == 2
+
+
+# ------------------------------------------------------------------ console on one screen
+@pytest.mark.slow
+def test_tiny_recipe_console_fits_one_screen(tmp_path):
+    """experiments/train_tiny_cpu.sh for 6 iterations: where the files go first, one
+    progress bar over the iterations (with the losses), no options table, no loss lines."""
+    cmd = ["bash", str(REPO / "experiments" / "train_tiny_cpu.sh"), "--max_iters", "6",
+           "--checkpoints_dir", str(tmp_path), "--name", "tiny"]
+    res = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "tiny"
+    out_lines = res.stdout.splitlines()
+    assert out_lines[0] == f"run tiny: writing to {run}{os.sep}"
+    header = "\n".join(out_lines[:7])
+    for needle in ("opt.txt", "latest.pt", "loss_log.txt", f"tensorboard --logdir {run / 'logs'}",
+                   "index.html"):
+        assert needle in header, (needle, header)
+    assert out_lines[-1] == f"stopped at epoch 6, iteration 6; checkpoints in {run}"
+    console = res.stdout + res.stderr
+    assert len(console.splitlines()) <= 25, console
+    assert "Options ---" not in console and "(epoch" not in console
+    # One bar: every redraw (separated by \r) is the same 'train' bar counting to 6.
+    frames = [f for f in res.stderr.replace("\r", "\n").splitlines() if "it/s" in f or "s/it" in f
+              or "?it" in f]
+    assert frames and all(f.startswith("train:") for f in frames), frames
+    assert "6/6" in frames[-1] and "G_GAN=" in frames[-1] and "epoch=6" in frames[-1]
+    assert (run / "opt.txt").is_file() and "(epoch 1, iter 1)" in (run / "loss_log.txt").read_text()
+
+
+# ------------------------------------------------------------ runs never overwrite runs
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 2-iteration run to copy: (folder, argv that made it, minus --checkpoints_dir)."""
+    root = tmp_path_factory.mktemp("finished")
+    argv = TINY + SPADE + ["--no_vgg_loss", "--max_iters", "2", "--name", "done"]
+    with torch.random.fork_rng():
+        assert train.main(argv + ["--checkpoints_dir", str(root)]) == 0
+    return root / "done", argv
+
+
+def copy_run(finished_run, tmp_path):
+    import shutil
+
+    src, argv = finished_run
+    shutil.copytree(src, tmp_path / "done")
+    return tmp_path / "done", argv + ["--checkpoints_dir", str(tmp_path)]
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file()}
+
+
+def test_reusing_a_name_with_checkpoints_is_refused(tmp_path, capsys, finished_run):
+    run, argv = copy_run(finished_run, tmp_path)
+    before = snapshot(run)
+    assert train.main(argv + ["--max_iters", "1"]) == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err, "run 'done'", str(run), "latest.pt", "--continue_train",
+                          "new --name")
+    assert captured.out == ""  # nothing but the error: no header for a run that never ran
+    assert snapshot(run) == before  # iteration 2 stays iteration 2, every file as it was
+    assert load(run / "latest.pt")["iteration"] == 2
+    # A folder without checkpoints (a run that failed before its first save) is reused.
+    for p in run.glob("*.pt"):
+        p.unlink()
+    assert train.main(argv + ["--max_iters", "1"]) == 0
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--dataset", "exampel"], ["unknown --dataset 'exampel'"]),
+    (["--train_rotate"], ["has no netD_rotate", "--train_rotate"]),
+    (["--which_epoch", "7"], ["checkpoint not found", "7.pt"]),
+    (["--dataroot", "/nonexistent/photos"], ["/nonexistent/photos"]),
+], ids=["dataset-typo", "incompatible", "which-epoch", "dataroot"])
+def test_failed_continue_train_leaves_the_run_as_it_was(tmp_path, capsys, finished_run, extra,
+                                                        needles):
+    """A --continue_train that fails its checks writes nothing: opt.json, opt.txt, the logs
+    and the checkpoints stay byte for byte what they were."""
+    run, argv = copy_run(finished_run, tmp_path)
+    before = snapshot(run)
+    assert train.main(argv + ["--continue_train", "--max_iters", "3"] + extra) == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err, *needles)
+    assert captured.out == ""
+    assert snapshot(run) == before
+
+
+def test_continue_train_rewrites_opt_json_once_it_runs(tmp_path, capsys, finished_run):
+    run, argv = copy_run(finished_run, tmp_path)
+    assert train.main(argv + ["--continue_train", "--max_iters", "3", "--print_freq", "7"]) == 0
+    assert json.loads((run / "opt.json").read_text())["print_freq"] == 7
+    out = capsys.readouterr().out
+    assert out.startswith("run done: writing to") and "resumed from" in out
+
+
+@pytest.mark.parametrize("where", ["pretrained-dir", "pretrained-name", "symlink"])
+def test_training_never_writes_under_pretrained(tmp_path, capsys, where):
+    shipped = REPO / "pretrained"
+    before = sorted(p.name for p in shipped.iterdir()) if shipped.is_dir() else []
+    if where == "pretrained-dir":
+        args = ["--checkpoints_dir", str(shipped), "--name", "x"]
+    elif where == "pretrained-name":
+        args = ["--checkpoints_dir", str(REPO), "--name", "pretrained"]
+    else:  # a folder that is the shipped one under another name
+        (tmp_path / "link").symlink_to(shipped, target_is_directory=True)
+        args = ["--checkpoints_dir", str(tmp_path / "link"), "--name", "x"]
+    argv = TINY + ["--model", "rotate", "--no_vgg_loss", "--max_iters", "1"] + args
+    assert train.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, "shipped model's folder", "--checkpoints_dir")
+    after = sorted(p.name for p in shipped.iterdir()) if shipped.is_dir() else []
+    assert after == before
+
+
+# ------------------------------------------------------------------ bad files, one line
+class _RunsCode:
+    """Unpickling this touches a file: the payload a refused checkpoint must never run."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _bad_file(kind: str, path: Path, good: Path) -> None:
+    import io
+
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "junk":
+        path.write_bytes(np.random.default_rng(0).bytes(3000))
+    elif kind == "text":
+        path.write_text("not a checkpoint at all\n")
+    elif kind == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "pickle":
+        payload = _RunsCode()
+        payload.marker = str(path.parent / "PAYLOAD_RAN")
+        buf = io.BytesIO()
+        torch.save({"nets": {"netG": payload}}, buf)
+        path.write_bytes(buf.getvalue())
+
+
+BAD_FILES = ["empty", "junk", "text", "truncated", "folder", "pickle"]
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+@pytest.mark.parametrize("flag", ["--continue_train", "--init_generator"])
+def test_bad_checkpoint_files_give_one_line(tmp_path, capsys, finished_run, flag, kind):
+    good, argv = finished_run
+    argv = argv[:-2] + ["--name", "new", "--checkpoints_dir", str(tmp_path), "--max_iters", "3"]
+    if flag == "--continue_train":
+        (tmp_path / "new").mkdir()
+        bad = tmp_path / "new" / "latest.pt"
+        argv.append(flag)
+    else:
+        bad = tmp_path / "gen.pt"
+        argv += [flag, str(bad)]
+    _bad_file(kind, bad, good / "latest.pt")
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, str(bad))
+    assert "weights_only=False" not in err and "weights_only` set to `False" not in err
+    if kind == "pickle":
+        assert "refused for safety" in err
+        assert not (tmp_path / "new" / "PAYLOAD_RAN").exists()
+        assert not (tmp_path / "PAYLOAD_RAN").exists()
+    if kind == "empty":
+        assert "empty" in err
+    if flag == "--init_generator":
+        assert not (tmp_path / "new").exists()  # a run that never started leaves no folder
+
+
+@pytest.mark.parametrize("kind", ["junk", "empty", "zip-not-torch"])
+def test_unreadable_vgg_weights_give_one_line(tmp_path, capsys, kind):
+    import zipfile
+
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    if kind == "junk":
+        path.write_bytes(np.random.default_rng(1).bytes(5000))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:  # gets past any check of the file's zip container
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("archive/data.pkl", b"junk")
+    argv = run_args(tmp_path, "vgg", "--model", "rotate", "--vgg_weights", str(path),
+                    "--max_iters", "1")
+    assert train.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, "--vgg_weights", str(path))
+    assert not (tmp_path / "vgg").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "below-a-file", "run-folder-is-a-file", "unwritable"])
+def test_unusable_checkpoints_dir_gives_one_line(tmp_path, capsys, kind):
+    (tmp_path / "afile").write_text("x")
+    name = "run"
+    if kind == "file":
+        where, needles = tmp_path / "afile", ["--checkpoints_dir", "is a file"]
+    elif kind == "below-a-file":
+        where, needles = tmp_path / "afile" / "sub", ["cannot write the run folder"]
+    elif kind == "run-folder-is-a-file":
+        where, name, needles = tmp_path, "afile", ["run folder", "is a file"]
+    else:
+        where, needles = Path("/sys/rr_checkpoints"), ["cannot write the run folder"]
+        try:  # /sys refuses new folders, even to root
+            where.mkdir()
+        except OSError:
+            pass
+        else:
+            where.rmdir()
+            pytest.skip("no unwritable folder to try on this machine")
+    argv = TINY + ["--model", "rotate", "--no_vgg_loss", "--max_iters", "1",
+                   "--checkpoints_dir", str(where), "--name", name]
+    assert train.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, str(where), *needles)

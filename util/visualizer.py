@@ -1,5 +1,6 @@
-"""Training logs: every scalar and image grid goes to one tensorboardX writer; image grids
-also go to an HTML page (``<run>/web/index.html``) and the loss lines to ``loss_log.txt``."""
+"""Training logs: every scalar and image grid goes to one tensorboardX writer (``<run>/logs``,
+which ``tensorboard --logdir <run>/logs`` serves); image grids also go to an HTML page
+(``<run>/web/index.html``) and the loss lines to ``loss_log.txt``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from face3d.fileio import atomic_write
 from util.html import HTMLPage
 
 _IMAGE_NAME = re.compile(r"epoch(\d+)_iter(\d+)_(.+)\.png$")
@@ -64,6 +66,8 @@ class Visualizer:
             self.writer.add_scalar(k, v, iteration)
 
     def loss_line(self, epoch: int, iteration: int, values: dict[str, float]) -> str:
+        """Append one line to loss_log.txt (flushed as it is written: a killed run loses at
+        most the line in flight)."""
         line = f"(epoch {epoch}, iter {iteration}) " + " ".join(
             f"{k}: {v:.3f}" for k, v in values.items())
         with open(self.log_path, "a") as f:
@@ -81,8 +85,10 @@ class Visualizer:
             row = image_row(t[:n])
             self.writer.add_image(f"images/{name}", row, iteration, dataformats="HWC")
             path = os.path.join(img_dir, f"epoch{epoch:03d}_iter{iteration:08d}_{name}.png")
-            # On the page the photos of a batch are stacked in one column per visual.
-            Image.fromarray(to_uint8(t[:n]).reshape(-1, t.shape[-1], 3)).save(path)
+            # On the page the photos of a batch are stacked in one column per visual. Written
+            # atomically: a run killed mid-write leaves no half PNG on the page.
+            with atomic_write(path, "wb") as f:
+                Image.fromarray(to_uint8(t[:n]).reshape(-1, t.shape[-1], 3)).save(f, "PNG")
             files[name] = path
         self.shown = [s for s in self.shown if s[1] != iteration] + [(epoch, iteration, files)]
         if not self.opt.no_html:
