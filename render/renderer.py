@@ -106,6 +106,9 @@ class Rendered:
     filled: torch.Tensor  # (B, 1, H, W) float: hidden pixels repaired by the symmetry fill
     fragments: Fragments
     outside: torch.Tensor  # (B, 1, H, W) float: covered, but from outside the source image
+    # (B, 1, H, W) float: ``_stretched`` (from the source to this view) maximum ``outside``,
+    # when the compiled kernel made it on the way (whole-image meshes); None otherwise
+    stretched: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------- pose control
@@ -223,7 +226,7 @@ class _Covered:
             return values.view(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
         out = values.new_zeros(B, values.shape[1], H * W)
         out[self.batch, :, self.pix - self.batch * (H * W)] = values
-        return out.view(B, -1, H, W)
+        return out.view(B, values.shape[1], H, W)  # (not -1: an empty batch has no size)
 
 
 def rasterize_views(triangles, height, width, *views):
@@ -275,12 +278,17 @@ def depth_tolerance(vertices, num_face_vertices: int | None = None):
 def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
                     src_fragments: Fragments | None = None,
                     dst_fragments: Fragments | None = None, per_vertex: bool = False,
-                    symmetric_fill: bool = False) -> Rendered:
+                    symmetric_fill: bool = False, tolerance=None) -> Rendered:
     """Render the mesh at ``dst_vertices`` with the texture of ``src_image`` seen at
     ``src_vertices`` (same vertex order). Output has the source image's size. Pass the
-    fragments of either view when they are already rasterised. Pixels of the mesh's
-    ``still_faces`` (whole-image background, the same in both views) are copied from the
-    source image: exact, and no per-pixel work."""
+    fragments of either view when they are already rasterised, and the z-test slack
+    ``tolerance`` (B,) when known (``depth_tolerance`` of the source view). Pixels of the
+    mesh's ``still_faces`` (whole-image background, the same in both views) are copied
+    from the source image: exact, and no per-pixel work.
+
+    With the numba rasteriser strategy (the CPU default) and float32 inputs, the per-pixel
+    work is one compiled pass (render/texture_numba.py), with the same result as the
+    PyTorch path below."""
     B, _, H, W = src_image.shape
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
@@ -290,8 +298,10 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     else:
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
         src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
-    tol = depth_tolerance(src_vertices, None if mesh.whole is None else
-                          mesh.whole.num_face_vertices)
+    tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
+    if _fused(src_image, src_vertices, dst):
+        return _render_fused(src_image, src_vertices, dst_vertices, mesh, src, dst, tol,
+                             per_vertex, symmetric_fill)
     still = None if mesh.still_faces is None else (
         dst.mask & mesh.still_faces[dst.face_ids.clamp_min(0)])
     moving = dst if still is None else Fragments(dst.face_ids, dst.bary, dst.depth,
@@ -317,6 +327,42 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     return Rendered(image, dst.mask[:, None].to(dtype),
                     cov.image(hidden[:, None].to(dtype)), cov.image(filled[:, None].to(dtype)),
                     dst, cov.image(outside[:, None].to(dtype)))
+
+
+def _fused(src_image, src_vertices, dst: Fragments) -> bool:
+    """Whether ``render_textured`` runs the compiled per-pixel kernel
+    (render/texture_numba.py): with the numba rasteriser strategy, on float32 CPU inputs."""
+    if rasterizer.default_strategy(dst.face_ids.device) != "numba":
+        return False
+    from render import texture_numba
+
+    return texture_numba.supported(src_image, src_vertices)
+
+
+def _render_fused(src_image, src_vertices, dst_vertices, mesh: FaceMesh, src: Fragments,
+                  dst: Fragments, tol, per_vertex: bool, symmetric_fill: bool) -> Rendered:
+    """``render_textured``'s per-pixel work in one compiled pass, with the stretched mask
+    of a whole-image mesh on the way; the same results as the PyTorch path (see
+    render/texture_numba.py for how exactly)."""
+    from render import texture_numba
+
+    colours = None
+    if per_vertex:
+        colours = _sample(src_image, src_vertices[:, None, :, :2])[:, :, 0].transpose(1, 2)
+    whole = mesh.face_triangles < len(mesh.triangles)
+    out = texture_numba.texture_view(
+        dst, src, mesh.triangles, src_vertices, src_image, tol, still=mesh.still_faces,
+        mirror=mesh.mirror if symmetric_fill else None, vertex_colours=colours,
+        dst_vertices=dst_vertices if whole else None,
+        stretch_factor=whole_image.STRETCH_FACTOR)
+    return Rendered(out["image"], dst.mask[:, None].to(torch.float32), out["hidden"],
+                    out["filled"], dst, out["outside"], out["stretched"] if whole else None)
+
+
+def _tolerance(src_vertices, mesh: FaceMesh):
+    """``depth_tolerance`` of a source view of ``mesh`` (over the face's vertices)."""
+    return depth_tolerance(src_vertices, None if mesh.whole is None else
+                           mesh.whole.num_face_vertices)
 
 
 # ----------------------------------------------------------------------- masks, background
@@ -399,38 +445,128 @@ def scope_problems(image, vertices, rotation, scale, translation, mesh: FaceMesh
     return whole_image.check_source(src, image.shape[-1], whole.whole)
 
 
+@dataclass
+class SourceView:
+    """A batch of photos prepared as the texture source of rotated views: everything about
+    the source pose that does not depend on the target pose, computed once per photo and
+    reused for every pose (``source_view`` makes one; ``rotated_view(..., source=)`` and
+    :meth:`rotated_view` use it). The same results as recomputing it per view.
+
+    image, vertices, rotation, scale, translation: the photos and their fits, as given;
+    mesh: the mesh drawn (the whole-image mesh for render_scope 'image');
+    drawn_vertices: its vertices at the source pose; fragments: their raster;
+    tolerance: the z-test slack (B,); face_region: (B, 1, H, W) the face's own pixels;
+    background: (B, 3, 1, 1) the fill; render_scope, background_mode: what it was made for.
+    """
+
+    image: torch.Tensor
+    vertices: torch.Tensor
+    rotation: torch.Tensor
+    scale: torch.Tensor
+    translation: torch.Tensor
+    mesh: FaceMesh
+    drawn_vertices: torch.Tensor
+    fragments: Fragments
+    tolerance: torch.Tensor
+    face_region: torch.Tensor
+    background: torch.Tensor
+    render_scope: str
+    background_mode: str
+
+    def select(self, index) -> SourceView:
+        """The source view of photos ``index`` (a 1-D index tensor; repeats allowed), e.g.
+        one row per (photo, pose) of a pose sweep."""
+        take = lambda t: t.index_select(0, index.to(t.device))  # noqa: E731
+        frags = Fragments(*(take(getattr(self.fragments, k))
+                            for k in ("face_ids", "bary", "depth", "mask")))
+        return SourceView(take(self.image), take(self.vertices), take(self.rotation),
+                          take(self.scale), take(self.translation), self.mesh,
+                          take(self.drawn_vertices), frags, take(self.tolerance),
+                          take(self.face_region), take(self.background), self.render_scope,
+                          self.background_mode)
+
+    def rotated_view(self, yaw, pitch, settings: RenderSettings | None = None,
+                     per_vertex: bool = False) -> dict:
+        """``rotated_view`` of these photos turned to (yaw, pitch) (B,), from this view."""
+        return rotated_view(self.image, self.vertices, self.rotation, self.scale,
+                            self.translation, yaw, pitch, self.mesh, settings, per_vertex,
+                            source=self)
+
+
+def source_view(image, vertices, rotation, scale, translation, mesh: FaceMesh,
+                settings: RenderSettings | None = None) -> SourceView:
+    """The photos (as ``rotated_view`` takes them) prepared once as the source of any
+    number of rotated views with ``settings`` (its render_scope and background count;
+    default as ``rotated_view``'s)."""
+    settings = RenderSettings(erode_kernel=0) if settings is None else settings
+    H, W = image.shape[-2:]
+    if settings.render_scope == "image":
+        drawn = mesh.whole_image()
+        src_v = whole_image.extend_vertices(whole_image.flatten(vertices, translation),
+                                            rotation, scale, translation, W, drawn.whole)
+    else:
+        drawn, src_v = mesh, vertices
+    frags = rasterize(src_v, drawn.triangles, H, W)
+    region = _face_region(frags, drawn, image.dtype)
+    return SourceView(image, vertices, rotation, scale, translation, drawn, src_v, frags,
+                      _tolerance(src_v, drawn), region,
+                      background_colour(image, region, settings.background),
+                      settings.render_scope, settings.background)
+
+
 def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
-                 settings: RenderSettings | None = None, per_vertex: bool = False) -> dict:
+                 settings: RenderSettings | None = None, per_vertex: bool = False,
+                 source: SourceView | None = None) -> dict:
     """Test time: the photo turned to (yaw, pitch), rendered with the photo's texture:
     the face alone on the background fill (``render_scope`` 'face', the original's), or
     the whole crop (``render_scope`` 'image', see ``render.whole_image``). ``settings``
-    defaults to no erosion (a view shows the whole rendered face).
+    defaults to no erosion (a view shows the whole rendered face). ``source``: the photos'
+    ``source_view`` made for these settings, to render many poses of one batch without
+    redoing the source pose's work (then the photo arguments are the source's; the result
+    is the same).
 
     Returns image, mask (the eroded face region), hidden, filled, stretched (texture the
     render had to make up: pixels of triangles grown past the stretch factor, or whose
     surface lay outside the source crop; none for 'face'), coverage (pixels the mesh
     covers), vertices (the face's) and landmarks (B, 68, 2)."""
     settings = RenderSettings(erode_kernel=0) if settings is None else settings
+    if source is None:
+        source = source_view(image, vertices, rotation, scale, translation, mesh, settings)
+    elif (source.render_scope, source.background_mode) != (settings.render_scope,
+                                                           settings.background):
+        raise ValueError(f"rotated_view: the source view was made for render_scope "
+                         f"{source.render_scope!r}, background {source.background_mode!r}, "
+                         f"not {settings.render_scope!r}, {settings.background!r}")
+    sv = source
+    drawn, src_v = sv.mesh, sv.drawn_vertices
     if settings.render_scope == "image":
-        drawn, src_v, dst = _whole_image_views(vertices, rotation, scale, translation, yaw,
-                                               pitch, mesh, image.shape[-1])
+        dst = whole_image.rotate_whole(src_v, sv.rotation, sv.scale, sv.translation, yaw,
+                                       pitch, drawn.whole)
     else:
-        drawn, src_v = mesh, vertices
-        dst = rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
-    src, dst_frags = rasterize_views(drawn.triangles, *image.shape[-2:], src_v, dst)
-    r = render_textured(image, src_v, dst, drawn, src_fragments=src, dst_fragments=dst_frags,
-                        per_vertex=per_vertex, symmetric_fill=settings.symmetric_fill)
-    mask = erode(_face_region(dst_frags, drawn, image.dtype), settings.erode_kernel)
-    bg = background_colour(image, _face_region(src, drawn, image.dtype), settings.background)
+        dst = rotate_vertices(sv.vertices, sv.rotation, sv.scale, sv.translation, yaw, pitch)
+    dst_frags = rasterize(dst, drawn.triangles, *sv.image.shape[-2:])
+    r = render_textured(sv.image, src_v, dst, drawn, src_fragments=sv.fragments,
+                        dst_fragments=dst_frags, per_vertex=per_vertex,
+                        symmetric_fill=settings.symmetric_fill, tolerance=sv.tolerance)
+    mask = erode(_face_region(dst_frags, drawn, sv.image.dtype), settings.erode_kernel)
     if settings.render_scope == "image":  # the face region is part of the picture
         shown = r.mask
-        stretched = _stretched(dst_frags, drawn, src_v, dst, image.dtype).maximum(r.outside)
+        stretched = _stretched_of(r, dst_frags, drawn, src_v, dst, sv.image.dtype)
     else:
         shown, stretched = mask, torch.zeros_like(r.mask)
-    n = vertices.shape[1]
-    return dict(image=composite(r, shown, bg), mask=mask, hidden=r.hidden, filled=r.filled,
-                stretched=stretched, coverage=r.mask, vertices=dst[:, :n],
+    n = sv.vertices.shape[1]
+    return dict(image=composite(r, shown, sv.background), mask=mask, hidden=r.hidden,
+                filled=r.filled, stretched=stretched, coverage=r.mask, vertices=dst[:, :n],
                 landmarks=_landmarks(dst, mesh))
+
+
+def _stretched_of(r: Rendered, frags: Fragments, mesh: FaceMesh, from_vertices, to_vertices,
+                  dtype):
+    """The stretched mask of a whole-image render (``_stretched`` or ``outside``): made by
+    the compiled kernel when it ran, else here."""
+    if r.stretched is not None:
+        return r.stretched.to(dtype)
+    return _stretched(frags, mesh, from_vertices, to_vertices, dtype).maximum(r.outside)
 
 
 def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
@@ -463,8 +599,8 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
         drawn, verts_a = mesh, vertices
         verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)
     frags_a, frags_b = rasterize_views(drawn.triangles, H, W, verts_a, verts_b)
-    bg = background_colour(image, _face_region(frags_a, drawn, image.dtype),
-                           settings.background)
+    region_a = _face_region(frags_a, drawn, image.dtype)
+    bg = background_colour(image, region_a, settings.background)
     to_b = render_textured(image, verts_a, verts_b, drawn, src_fragments=frags_a,
                            dst_fragments=frags_b, symmetric_fill=settings.symmetric_fill)
     mask_b = erode(_face_region(frags_b, drawn, image.dtype), settings.erode_kernel)
@@ -476,13 +612,11 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     back = render_textured(composite(to_b, to_b.mask, bg), verts_b, verts_a, drawn,
                            src_fragments=to_b.fragments, dst_fragments=frags_a,
                            symmetric_fill=settings.symmetric_fill)
-    mask_a = erode(_face_region(frags_a, drawn, image.dtype), settings.erode_kernel)
+    mask_a = erode(region_a, settings.erode_kernel)
     if whole:
         shown = back.mask
-        stretched = _stretched(frags_a, drawn, verts_b, verts_a, image.dtype).maximum(
-            back.outside)
-        stretched_b = _stretched(frags_b, drawn, verts_a, verts_b, image.dtype).maximum(
-            to_b.outside)
+        stretched = _stretched_of(back, frags_a, drawn, verts_b, verts_a, image.dtype)
+        stretched_b = _stretched_of(to_b, frags_b, drawn, verts_a, verts_b, image.dtype)
         hidden_b = back.hidden
     else:
         shown, stretched, stretched_b = mask_a, torch.zeros_like(mask_a), torch.zeros_like(mask_b)
