@@ -11,13 +11,17 @@ batch 1 and 8, with 1 and 2 threads, for
 * ``per-vertex``: an image of interpolated per-vertex colours (Sim3DR's ``rasterize``; our
   ``rasterize`` + ``interpolate``);
 * ``textured``: ``rotated_view`` (both views rasterised, visibility, per-pixel texture);
+* ``cached``: the same from a ``source_view`` prepared once per photo (the source view's
+  raster and fill reused: what a pose sweep pays per pose);
 * ``pair``: ``training_pair`` (a -> b -> a);
 
-for the PyTorch path (strategy compact) and the compiled kernel (numba), with the ratios.
+for the PyTorch path (strategy compact) and the compiled kernels (numba: the rasteriser and,
+for the textured jobs, render/texture_numba.py), with the ratios.
 Sim3DR is single-threaded and is timed when it is importable (build it: see the README);
 it then also reports how many pixels both cover and on how many they pick the same
-triangle. ``--startup`` also times the kernel's first-call compilation (fresh numba cache)
-and a later process's start (cache warm), in subprocesses.
+triangle. ``--startup`` also times the kernels' first-call compilation (fresh numba cache)
+and a later process's start (cache warm), in subprocesses. The end prints a markdown table
+of the headline figures (batch 8, the most threads given) to paste.
 
     python benchmarks/vs_sim3dr.py [--size 256] [--repeats 15] [--startup]
 """
@@ -43,7 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 from render import rasterizer, whole_image  # noqa: E402
 from render.rasterizer import interpolate, rasterize  # noqa: E402
-from render.renderer import FaceMesh, rotate_vertices, rotated_view, training_pair  # noqa: E402
+from render.renderer import (  # noqa: E402
+    FaceMesh,
+    rotate_vertices,
+    rotated_view,
+    source_view,
+    training_pair,
+)
 from render.settings import RenderSettings  # noqa: E402
 
 
@@ -158,6 +168,11 @@ def candidates(job, mesh_name, face, mesh, batch, size, sim):
         elif job == "textured":
             out[label] = with_strategy(strategy, lambda: rotated_view(
                 img, v, R, s, t, yaws, pitches, mesh, settings))
+        elif job == "cached":
+            source = with_strategy(strategy, lambda: source_view(img, v, R, s, t, mesh,
+                                                                 settings))()
+            out[label] = with_strategy(strategy, lambda src=source: src.rotated_view(
+                yaws, pitches, settings))
         elif job == "pair":
             out[label] = with_strategy(strategy, lambda: training_pair(
                 img, v, R, s, t, yaws + 30, pitches, mesh, settings))
@@ -185,24 +200,43 @@ def agreement(sim, dst, tri, size) -> str:
 
 def startup_times() -> str:
     """First-call compile time (fresh numba cache) and a warm process's start, measured in
-    subprocesses: import of the rasteriser, one call on a small mesh."""
+    subprocesses: import of the rasteriser, one call of each kernel on a small mesh (the
+    textured render also runs the one-off grid_sample probe)."""
     code = ("import time; t0 = time.perf_counter(); import torch; "
-            "from render.rasterizer import rasterize, interpolate; t1 = time.perf_counter(); "
+            "from render.rasterizer import rasterize, interpolate; "
+            "from render.renderer import FaceMesh, render_textured; t1 = time.perf_counter(); "
             "v = torch.rand(1, 30, 3) * 32; f = torch.randint(0, 30, (40, 3)); "
             "fr = rasterize(v, f, 32, 32, strategy='numba'); t2 = time.perf_counter(); "
             "interpolate(fr, f, v, strategy='numba'); t3 = time.perf_counter(); "
-            "print(f'{t1 - t0:.2f} {t2 - t1:.2f} {t3 - t2:.2f}')")
+            "render_textured(torch.rand(1, 3, 32, 32), v, v, FaceMesh(f)); "
+            "t4 = time.perf_counter(); "
+            "print(f'{t1 - t0:.2f} {t2 - t1:.2f} {t3 - t2:.2f} {t4 - t3:.2f}')")
     lines = []
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+        env.pop(rasterizer.ENV_VAR, None)
         for label in ("fresh cache (compiles)", "warm cache (a later process)"):
             t0 = time.perf_counter()
             run = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(ROOT),
                                  capture_output=True, text=True, check=True)
             total = time.perf_counter() - t0
-            imp, ras, interp = run.stdout.split()
-            lines.append(f"  {label:30s}: import torch + rasteriser {imp} s, first rasterize "
-                         f"{ras} s, first interpolate {interp} s; process {total:.1f} s")
+            imp, ras, interp, tex = run.stdout.split()
+            lines.append(f"  {label:30s}: import torch + renderer {imp} s, first rasterize "
+                         f"{ras} s, first interpolate {interp} s, first textured render "
+                         f"{tex} s; process {total:.1f} s")
+    return "\n".join(lines)
+
+
+def summary(results: dict, batch: int, threads: int) -> str:
+    """The headline figures as a markdown table: ms per image at ``batch``, ``threads``."""
+    lines = [f"\n| batch {batch}, {threads} threads, ms per image | torch | numba | "
+             "torch/numba | Sim3DR |", "| --- | --- | --- | --- | --- |"]
+    for (mesh_name, job, b, thr), ms in results.items():
+        if (b, thr) != (batch, threads):
+            continue
+        sim = f"{ms['sim3dr']:.2f}" if "sim3dr" in ms else "-"
+        lines.append(f"| {mesh_name} {job} | {ms['torch']:.2f} | {ms['numba']:.2f} | "
+                     f"{ms['torch'] / ms['numba']:.1f}x | {sim} |")
     return "\n".join(lines)
 
 
@@ -212,8 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds (>= 5)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--jobs", nargs="+", default=["fragments", "per-vertex", "textured", "pair"],
-                    choices=["fragments", "per-vertex", "textured", "pair"])
+    jobs = ["fragments", "per-vertex", "textured", "cached", "pair"]
+    ap.add_argument("--jobs", nargs="+", default=jobs, choices=jobs)
     ap.add_argument("--meshes", nargs="+", default=["face", "whole-image"],
                     choices=["face", "whole-image"])
     ap.add_argument("--startup", action="store_true",
@@ -234,6 +268,7 @@ def main(argv=None) -> int:
     face = bench.mediapipe_face(args.size)
     mesh = FaceMesh.mediapipe()
     meshes = [m for m in args.meshes if m == "face" or getattr(mesh, "whole", None) is not None]
+    results = {}
     for mesh_name in meshes:
         drawn = mesh.whole_image() if mesh_name == "whole-image" else mesh
         print(f"\n{mesh_name} mesh ({drawn.triangles.shape[0]} triangles):")
@@ -246,6 +281,7 @@ def main(argv=None) -> int:
                     fns, (dst, tri) = candidates(job, mesh_name, face, mesh, batch, args.size,
                                                  sim)
                     ms = median_ms(fns, args.repeats, batch)
+                    results[mesh_name, job, batch, threads] = ms
                     sim_ms = ms.get("sim3dr")
                     ratio = f"{ms['numba'] / sim_ms:12.2f}" if sim_ms else f"{'-':>12s}"
                     print(f"{job:11s} {batch:5d} {threads:3d} "
@@ -254,6 +290,7 @@ def main(argv=None) -> int:
                           flush=True)
         if sim is not None:
             print("  agreement with Sim3DR (8 views): " + agreement(sim, dst, tri, args.size))
+    print(summary(results, max(args.batches), max(args.threads)))
     print(f"\n(at the end{bench._load()}: figures are only comparable on an idle machine)")
     return 0
 
