@@ -24,7 +24,11 @@ Outputs in ``--out`` (default results/<name>/eval):
                 reconstruction of each example; images under examples/;
   failures.txt  photos that could not be used, with the reason;
   lfw_pairs_seed<S>_n<N>.txt  the verification pairs (LFW pairs.txt layout) unless
-                --pairs_file names another path.
+                --pairs_file names another path;
+  run.json      the settings of the run that wrote the folder. A folder that holds an
+                evaluation with other settings is refused unless --overwrite (which deletes
+                its report and examples first); the same command again redoes it. Every
+                file is written whole (atomically); --out is never inside pretrained/.
 
 report.json fields: what was run -- version, command, created, name, checkpoint,
 checkpoint_iteration, modes, device, seed, dataset, img, crop_size, erode_kernel,
@@ -48,10 +52,25 @@ from evaluation.evaluator import MODE_LABEL, MODES, EvalRun
 from evaluation.lfw_pairs import LFW_ROOT
 from evaluation.report import format_report, write_html, write_report
 from evaluation.run import build_evaluators, build_report, score, start
-from models.inference import load_generator, pose_name
+from face3d.cli import (
+    FolderInUseError,
+    OutputFolderError,
+    angle,
+    claim_folder,
+    non_negative_int,
+    output_folder,
+    remove_stale_temps,
+)
+from models.inference import FitterWithNotice, load_generator, pose_name
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
-from util.checkpoint import CheckpointError, checkpoint_path, pretrained_path
+from util.checkpoint import CheckpointError, checkpoint_path, inside_pretrained, pretrained_path
+
+# Options that change how fast an evaluation goes or where it is written, not its figures.
+NOT_SETTINGS = ("device", "nThreads", "batchSize", "overwrite", "results_dir", "out",
+                "is_train", "checkpoints_dir", "html_rows")
+# What an evaluation writes at the top of --out (run.json is claim_folder's).
+REPORT_FILES = ("report.json", "report.txt", "index.html", "failures.txt")
 
 
 class EvalOptions(TestOptions):
@@ -61,25 +80,25 @@ class EvalOptions(TestOptions):
 
     def initialize(self, parser):
         p = super().initialize(parser)
-        p.set_defaults(yaw_poses=[str(y) for y in range(-60, 61, 15)])
+        p.set_defaults(yaw_poses=[float(y) for y in range(-60, 61, 15)])
         p.add_argument("--mode", nargs="+", choices=MODES, default=None,
                        help="what to score: render (raw rotated render), symmetry (render "
                             "with the symmetry-aware fill), generator (the checkpoint's "
                             "output); several allowed. Default: generator when the checkpoint "
                             "exists, else render symmetry")
-        p.add_argument("--max_photos", type=int, default=100,
+        p.add_argument("--max_photos", type=non_negative_int, default=100,
                        help="score at most this many photos, drawn with --seed from the "
                             "dataset list or --img folders (0: all)")
         p.add_argument("--out", default=None,
                        help="output folder (default: <results_dir>/<name>/eval)")
-        p.add_argument("--identity_yaws", nargs="+", type=float, default=None,
+        p.add_argument("--identity_yaws", nargs="+", type=angle, default=None,
                        help="yaws at which identity distances are computed (each costs a "
                             "dlib descriptor per photo and mode; default: every --yaw_poses)")
         p.add_argument("--no_identity", action="store_true",
                        help="skip every identity metric (no dlib needed)")
         p.add_argument("--no_reconstruction", action="store_true",
                        help="skip the self-supervised reconstruction metrics")
-        p.add_argument("--pairs", type=int, default=300,
+        p.add_argument("--pairs", type=non_negative_int, default=300,
                        help="verification pairs per class (same / different person) to draw "
                             "when no pairs file exists; 0 turns verification off")
         p.add_argument("--pairs_file", default=None,
@@ -88,14 +107,12 @@ class EvalOptions(TestOptions):
                             "(default: <out>/lfw_pairs_seed<seed>_n<pairs>.txt)")
         p.add_argument("--pairs_root", default=str(LFW_ROOT),
                        help="folder of <Person>/<Person>_NNNN.jpg photos the pairs refer to")
-        p.add_argument("--html_rows", type=int, default=6,
+        p.add_argument("--html_rows", type=non_negative_int, default=6,
                        help="photos shown on index.html (their images go to <out>/examples)")
         return p
 
     def validate(self, opt):
         super().validate(opt)
-        if opt.max_photos < 0 or opt.pairs < 0 or opt.html_rows < 0:
-            raise OptionsError("--max_photos, --pairs and --html_rows must be >= 0")
         opt.identity_yaws = (list(opt.yaw_poses) if opt.identity_yaws is None
                              else [float(y) for y in opt.identity_yaws])
         if opt.pitch_poses:
@@ -128,6 +145,34 @@ def load_model(opt, options, device):
     return modes, model, bool(opt.symmetric_fill), model.checkpoint_iteration
 
 
+def run_settings(opt, modes, model) -> dict:
+    """What defines an evaluation's figures: its options (less NOT_SETTINGS), the modes
+    and the generator file and iteration."""
+    values = {k: v for k, v in sorted(vars(opt).items()) if k not in NOT_SETTINGS
+              and isinstance(v, (int, float, str, bool, list, type(None)))}
+    values["modes"] = list(modes)
+    values["generator"] = None if model is None else os.path.abspath(model.generator_file)
+    values["generator_iteration"] = None if model is None else model.checkpoint_iteration
+    return values
+
+
+def remove_previous(out_dir: str) -> None:
+    """Delete an earlier evaluation's report files and its examples/ images (what
+    evaluation.report writes); the pairs file stays (it is an input when it exists)."""
+    for name in REPORT_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    examples = os.path.join(out_dir, "examples")
+    if os.path.isdir(examples):
+        for top, _, files in os.walk(examples, topdown=False):
+            for name in files:
+                if name.endswith(".png"):
+                    os.remove(os.path.join(top, name))
+            if not os.listdir(top):
+                os.rmdir(top)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     options = EvalOptions()
@@ -135,12 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opt = options.parse(argv)
         device = resolve_device(opt.device)
+        out_dir = opt.out or os.path.join(opt.results_dir, opt.name, "eval")
+        if inside_pretrained(out_dir):
+            raise OptionsError(f"--out {out_dir} is inside pretrained/, the shipped model's "
+                               "folder; write the evaluation elsewhere")
         modes, model, gen_fill, iteration = load_model(opt, options, device)
-    except (OptionsError, CheckpointError, ValueError) as e:
+        output_folder(out_dir, "--out" if opt.out else "--results_dir")
+        note = claim_folder(out_dir, run_settings(opt, modes, model), opt.overwrite,
+                            "report.json", remove_previous,
+                            "choose another --out (or --name)")
+    except (OptionsError, CheckpointError, OutputFolderError, FolderInUseError, ValueError,
+            OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_dir = opt.out or os.path.join(opt.results_dir, opt.name, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    for line in (note, f"removed {remove_stale_temps(out_dir)} temp file(s) an interrupted "
+                       f"run left in {out_dir}"):
+        if line and not line.startswith("removed 0 "):
+            print(line)
     describer, id_message = None, "identity metrics off (--no_identity)"
     if not opt.no_identity:
         from util.identity import load_describer
@@ -148,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         describer, id_message = load_describer()
     print(id_message)
     run = EvalRun(opt, device, model, modes, gen_fill, describer, out_dir)
+    run.fitter = FitterWithNotice(run.fitter)  # one line before MediaPipe's ~15 s start
     try:
         # a --seed sample of the --img folders or of the dataset's (sorted) list; photos
         # without a fit file are fitted when read, so no dataset-wide fitting pass is needed
@@ -164,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(run, argv, photos, used, iteration, id_message,
                           results, timing, t0)
     text = format_report(report, evaluators)
-    write_report(out_dir, report, text, run.failures)
-    write_html(out_dir, report, text, run.gallery, [pose_name(y, p) for y, p in run.pose_list],
-               MODE_LABEL, run.failures)
+    try:
+        write_report(out_dir, report, text, run.failures)
+        write_html(out_dir, report, text, run.gallery,
+                   [pose_name(y, p) for y, p in run.pose_list], MODE_LABEL, run.failures)
+    except OSError as e:  # the disk filled up, the folder went away ...
+        print(text)
+        print(f"error: writing the report in {out_dir}: {e}", file=sys.stderr)
+        return 1
     print(text)
     print(f"open {os.path.join(out_dir, 'index.html')}")
     return 0 if report["photos"]["evaluated"] else 1

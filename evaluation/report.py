@@ -4,6 +4,7 @@ formats its own section of report.txt with ``fmt`` and ``table``."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -85,8 +86,11 @@ def write_report(out_dir: str, report: dict, text: str, failures):
 
 
 def save_png(array: np.ndarray, path: str) -> str:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(array).save(path)
+    """Whole file or none: a killed run never leaves a truncated image."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
     return path
 
 
@@ -147,7 +151,7 @@ def write_html(out_dir: str, report: dict, text: str, gallery: Gallery, pose_nam
             cells = [(ex.source, f"{ex.rel} ({mode_label[mode]})")]
             for render_path, out_path, caption in row:
                 paths = [render_path, out_path] if render_path else out_path
-                label = "render | output: " if render_path else ""
+                label = "render (top), output (below): " if render_path else ""
                 cells.append((paths, label + caption))
             rows.append(cells)
     if rows:

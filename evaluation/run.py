@@ -15,7 +15,7 @@ from evaluation.evaluator import EvalRun, ScoredPhoto
 from evaluation.registry import EVALUATORS
 from evaluation.report import Example, save_png
 from face3d.align import align
-from models.inference import face_tensors, pose_name, problem
+from models.inference import face_tensors, fit_problem, pose_name, problem
 from util.visualizer import to_uint8
 
 REPORT_VERSION = 1
@@ -63,8 +63,11 @@ def score(run: EvalRun, photos, evaluators: dict, clock: _Clock,
     for photo in tqdm(photos, desc="evaluating", unit="photo", dynamic_ncols=True):
         try:
             rgb, fit = load_photo(photo, run.fitter)
-        except ValueError as e:  # unreadable image, bad fit file, no face: reported, skipped
-            run.failures.append((photo.rel, str(e)))
+            reason = fit_problem(fit)  # another mesh's fit, NaNs: reported, skipped
+        except (ValueError, OSError) as e:  # unreadable image, bad fit file, no face
+            reason = str(e)
+        if reason:
+            run.failures.append((photo.rel, " ".join(reason.split())))
             continue
         crop, fit_c, _ = align(rgb, fit, run.opt.crop_size)
         face = face_tensors(crop, fit_c, run.device)

@@ -14,7 +14,13 @@ import sys
 
 import torch
 
-from face3d.cli import ArgumentParser
+from face3d.cli import (
+    ArgumentParser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from face3d.fileio import atomic_write
 from render.settings import RENDER_SCOPES
 
@@ -58,18 +64,23 @@ class BaseOptions:
         p = parser
         run = run_group(p)
         run.add_argument("--name", default="rotate_example",
-                         help="experiment name: checkpoints go to <checkpoints_dir>/<name>")
+                         help="experiment name: checkpoints are read from (train.py: written "
+                              "to) <checkpoints_dir>/<name>; test.py and evaluate.py also name "
+                              "their results folder after it")
         p.add_argument("--model", default="rotatespade",
                        help="model: rotate (pix2pixHD-style G) or rotatespade (SPADE G "
                             "conditioned on landmark maps, the authors' released model)")
         p.add_argument("--netG", default=None,
                        help="generator architecture (default: the model's own, rotate or "
                             "rotatespade)")
-        p.add_argument("--label_nc", type=int, default=5,
-                       help="channels of the landmark map: 5 (one per facial part) or 1")
-        p.add_argument("--crop_size", type=int, default=256,
+        p.add_argument("--label_nc", type=int, default=5, choices=(1, 5),
+                       help="channels of the landmark map that conditions rotatespade: 5 (one "
+                            "per facial part) or 1 (all parts in one)")
+        p.add_argument("--crop_size", type=positive_int, default=256,
                        help="side of the aligned face crop in pixels")
-        p.add_argument("--batchSize", type=int, default=4, help="photos per batch (per process)")
+        p.add_argument("--batchSize", type=positive_int, default=4,
+                       help="photos per batch (per process); test.py: views rendered and "
+                            "repaired at a time")
         run.add_argument("--checkpoints_dir", default="./checkpoints",
                          help="where runs are saved")
         run.add_argument("--which_epoch", default="latest",
@@ -82,15 +93,15 @@ class BaseOptions:
                             "first use into DIR/fits)")
         p.add_argument("--dataset_mode", default="allface", help="dataset class: allface")
         p.add_argument("--serial_batches", action="store_true",
-                       help="take photos in list order instead of shuffling")
-        run.add_argument("--nThreads", type=int, default=2,
+                       help="training: take photos in list order instead of shuffling")
+        run.add_argument("--nThreads", type=non_negative_int, default=2,
                          help="DataLoader worker processes (also fitting workers on first use)")
         run.add_argument("--device", default="auto",
                          help="auto (cuda when available, else cpu), cpu, cuda or cuda:N; "
                               "under torchrun each process takes cuda:LOCAL_RANK")
         p.add_argument("--seed", type=int, default=0,
                        help="random seed (each DDP rank adds its rank)")
-        p.add_argument("--heatmap_size", type=float, default=3.0,
+        p.add_argument("--heatmap_size", type=positive_float, default=3.0,
                        help="width (Gaussian sigma, px) of the landmark heatmaps")
         p.add_argument("--no_gaussian_landmark", action="store_true",
                        help="draw landmark curves as hard 1-px lines instead of heatmaps")
@@ -100,7 +111,7 @@ class BaseOptions:
                             "chin and lower-nose landmark curves, which tells G where they "
                             "are; in training on a random half of the photos, at test time "
                             "unless the source face is near-frontal (|yaw| < 14.6 degrees)")
-        p.add_argument("--erode_kernel", type=int, default=19,
+        p.add_argument("--erode_kernel", type=non_negative_int, default=19,
                        help="erode the rendered face mask by this many pixels (odd) so the "
                             "blurry mesh border does not leak into the input")
         p.add_argument("--background", default="avg", choices=("avg", "grey"),
@@ -115,11 +126,13 @@ class BaseOptions:
                             "original. A checkpoint's own scope wins at test time (one saved "
                             "before this option: face)")
         p.add_argument("--pose_noise", action="store_true",
-                       help="also jitter the target pitch (by up to --pitch_noise degrees)")
-        p.add_argument("--pitch_noise", type=float, default=28.65,
-                       help="pitch jitter in degrees with --pose_noise (default 0.5 rad)")
+                       help="training: also jitter the target pitch (by up to --pitch_noise "
+                            "degrees)")
+        p.add_argument("--pitch_noise", type=non_negative_float, default=28.65,
+                       help="training: pitch jitter in degrees with --pose_noise (28.65 "
+                            "degrees is the original's 0.5 rad)")
         p.add_argument("--large_pose", action="store_true",
-                       help="turn the training faces by 55-60 degrees instead of 20-55")
+                       help="training: turn the faces by 55-60 degrees instead of 20-55")
         return p
 
     def gather(self, argv: list[str] | None) -> argparse.Namespace:
@@ -158,13 +171,20 @@ class BaseOptions:
         return opt
 
     def validate(self, opt):
+        # Value ranges are checked by the flags' types (face3d.cli) as they are parsed;
+        # what needs several flags, or a path, is checked here.
         if opt.crop_size < 32:
             raise OptionsError(f"--crop_size must be at least 32, got {opt.crop_size}")
-        if opt.batchSize < 1:
-            raise OptionsError(f"--batchSize must be >= 1, got {opt.batchSize}")
-        if opt.erode_kernel < 0:
-            raise OptionsError(f"--erode_kernel must be >= 0, got {opt.erode_kernel}")
+        check_name(opt.name)
         resolve_device(opt.device)
+
+
+def check_name(name: str) -> None:
+    """--name names a folder under --checkpoints_dir / --results_dir: it must stay inside."""
+    parts = name.replace("\\", "/").split("/")
+    if not name.strip() or os.path.isabs(name) or ".." in parts or name.strip() in (".", "./"):
+        raise OptionsError(f"--name {name!r}: give a folder name (no absolute path, no '..', "
+                           "not empty), e.g. --name my_run")
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

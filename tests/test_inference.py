@@ -139,7 +139,11 @@ def test_bad_photos_are_listed_and_the_run_continues(photos, tmp_path):
     (["--model", "nope"], "choose one of: rotate, rotatespade"),
 ])
 def test_bad_options(args, message, tmp_path, capsys):
-    rc = rotate_cli.main(["--name", "x", "--checkpoints_dir", str(tmp_path)] + args)
+    # a bad value is refused while parsing (SystemExit 2) or when checked (return 2)
+    try:
+        rc = rotate_cli.main(["--name", "x", "--checkpoints_dir", str(tmp_path)] + args)
+    except SystemExit as e:
+        rc = e.code
     assert rc == 2
     assert message in capsys.readouterr().err
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
 
 import numpy as np
@@ -69,17 +70,57 @@ def save_checkpoint(state: dict, path: str) -> None:
         torch.save(state, f)
 
 
+def inside_pretrained(path: str) -> bool:
+    """Whether ``path`` is the shipped model's folder (pretrained/) or inside it: no command
+    writes there (export_generator.py, with its own --overwrite, is how a file gets there)."""
+    folder = os.path.realpath(os.path.dirname(PRETRAINED))
+    target = os.path.realpath(path)
+    return target == folder or target.startswith(folder + os.sep)
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted copy? "
+                              "Copy it again, or delete it to start afresh")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused, why = _weights_only_reason(str(e))
+        if refused:
+            # torch's message suggests weights_only=False, which would run the file's code
+            raise CheckpointError(
+                f"checkpoint {path} refused for safety: it holds {why}, and loading it could "
+                "run code from the file; use checkpoints written by train.py (or re-save a "
+                "trusted one with its tensors and plain values only)") from None
+        raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {why}") from None
     except Exception as e:  # torch raises many types for damaged files
         raise CheckpointError(f"corrupt or unreadable checkpoint {path}: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+                              f"{_first_line(e)}") from None
     if not isinstance(state, dict) or "nets" not in state:
         raise CheckpointError(f"{path} is not a Rotate-and-Render checkpoint (no 'nets' entry)")
     return state
+
+
+def _weights_only_reason(message: str) -> tuple[bool, str]:
+    """(refused for safety?, what torch's weights_only unpickler objected to), from its
+    message, without its advice to load with weights_only=False."""
+    detail = message.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    first = lines[0] if lines else "not a torch.save file"
+    if "Unsupported global" in detail or "Unsupported class" in detail:
+        name = first.split("GLOBAL", 1)[-1].split(" was not")[0].strip()
+        return True, f"a Python object ({name}) other than tensors and plain values"
+    return False, f"UnpicklingError: {first[:200]}"
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (some of torch's errors have an empty one)."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return type(e).__name__ + (f": {lines[0][:200]}" if lines else "")
 
 
 def load_net(net: torch.nn.Module, state_dict: dict, name: str, path: str) -> None:

@@ -21,16 +21,20 @@ Runs offline on the CPU (or ``--device cuda``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import cv2
 import numpy as np
 import torch
 
-from face3d.cli import ArgumentParser
+from face3d.cli import ArgumentParser, OutputFolderError, output_folder
+from face3d.fileio import atomic_write
+from util.checkpoint import inside_pretrained
 from util.visualizer import to_uint8
 
 DEFAULT_YAWS = "-60,-45,-30,-15,0,15,30,45,60"
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # RGB colours of row 2
 _SEEN = (110, 110, 110)
@@ -140,16 +144,32 @@ def _parse_yaws(text: str) -> list[float]:
     return yaws
 
 
+def check_out(path: str) -> None:
+    """An --out that cannot be written is refused before the (slow) fitting and rendering."""
+    if inside_pretrained(path):
+        raise OutputFolderError(f"--out {path}: inside pretrained/, the shipped model's folder")
+    if os.path.isdir(path):
+        raise OutputFolderError(f"--out {path}: is a folder; give an image file name, e.g. "
+                                f"{os.path.join(path, 'sheet.png')}")
+    if os.path.splitext(path)[1].lower() not in IMAGE_TYPES:
+        raise OutputFolderError(f"--out {path}: give an image file name ending in one of "
+                                f"{', '.join(IMAGE_TYPES)}")
+    output_folder(os.path.dirname(os.path.abspath(path)), "--out's folder")
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(prog="python -m util.contact_sheet",
                         description=__doc__.split("\n\n")[0],
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--img", help="photo to turn (default: the built-in astronaut)")
-    ap.add_argument("--out", default="sheet.png", help="PNG to write (default: sheet.png)")
+    ap.add_argument("--out", default="sheet.png",
+                    help="image to write (.png, .jpg ...; its folder is created)")
     ap.add_argument("--crop_size", type=int, default=256, help="aligned crop size (px)")
     ap.add_argument("--yaws", type=_parse_yaws, default=_parse_yaws(DEFAULT_YAWS),
-                    help=f"comma-separated target yaws in degrees (default {DEFAULT_YAWS})")
-    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+                    help="comma-separated target yaws in degrees, in [-90, 90] "
+                         f"(default: {DEFAULT_YAWS})")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                    help="where to render: auto is cuda when available, else cpu")
     args = ap.parse_args(argv)
     if args.crop_size < 32:
         ap.error("--crop_size must be at least 32")
@@ -159,6 +179,11 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: CUDA is not available")
 
+    try:
+        check_out(args.out)
+    except OutputFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from face3d.fitter import NoFaceError
 
     if args.img:
@@ -179,8 +204,16 @@ def main(argv=None) -> int:
     except NoFaceError as e:
         print(f"error: {args.img or 'astronaut'}: {e}", file=sys.stderr)
         return 1
-    if not cv2.imwrite(args.out, sheet[:, :, ::-1]):
-        print(f"error: could not write {args.out}", file=sys.stderr)
+    ok, encoded = cv2.imencode(os.path.splitext(args.out)[1], sheet[:, :, ::-1])
+    if not ok:
+        print(f"error: --out {args.out}: OpenCV could not encode that format", file=sys.stderr)
+        return 2
+    try:  # whole file or none
+        with atomic_write(args.out, "wb") as f:
+            f.write(encoded.tobytes())
+    except OSError as e:
+        print(f"error: --out {args.out}: could not write it ({e.strerror or e})",
+              file=sys.stderr)
         return 2
     print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
     return 0

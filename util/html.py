@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import dominate
-from dominate.tags import a, h3, img, p, table, td, th, tr
+from dominate.tags import a, div, h3, img, p, table, td, th, tr
 
 from face3d.fileio import atomic_write
 
@@ -33,8 +33,8 @@ class HTMLPage:
             p(text)
 
     def table(self, columns: list[str], rows: list[list[tuple[str | None, str]]], width=256):
-        """rows: lists of cells (image path, list of paths shown side by side, or None;
-        caption)."""
+        """rows: lists of cells (image path, list of paths stacked top to bottom, or None;
+        caption). Each image links to its file (a GIF shows animated and links to itself)."""
         with self.doc, table(border=1, style="table-layout: fixed; border-collapse: collapse"):
             with tr():
                 for c in columns:
@@ -44,8 +44,10 @@ class HTMLPage:
                     for path, caption in row:
                         with td(style="text-align:center; vertical-align:top"):
                             for one in [path] if isinstance(path, str) else (path or []):
+                                if one is None:
+                                    continue
                                 rel = os.path.relpath(one, self.folder)
-                                with a(href=rel):
+                                with div(), a(href=rel):  # one per line: stacked
                                     img(src=rel, style=f"width:{width}px")
                             p(caption)
 

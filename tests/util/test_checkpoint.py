@@ -226,3 +226,49 @@ def test_written_files_get_the_mode_a_plain_open_gives(trained, tmp_path, umask)
     for written in (tmp_path / "list.txt", Path(ckpt), tmp_path / "fits" / "a.npz",
                     tmp_path / "opts" / "opt.txt", tmp_path / "opts" / "opt.json"):
         assert os.stat(written).st_mode & 0o777 == expected, written
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (lambda p: p.mkdir(), "is a folder"),
+    (lambda p: p.write_bytes(b"\x00garbage"), "corrupt or unreadable checkpoint"),
+    (lambda p: torch.save(torch.zeros(3), p), "not a Rotate-and-Render checkpoint"),
+])
+def test_damaged_checkpoints_give_one_line(make, needle, tmp_path):
+    from util.checkpoint import load_checkpoint
+
+    path = tmp_path / "latest.pt"
+    make(path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(str(path))
+    message = str(info.value)
+    assert needle in message and str(path) in message and "\n" not in message
+    assert "weights_only" not in message  # never torch's advice to turn the check off
+
+
+def test_a_pickled_object_is_refused_for_safety(tmp_path):
+    """A checkpoint holding an arbitrary Python object is not loaded, and the message says
+    why instead of echoing torch's hint to load it with weights_only=False."""
+    import argparse
+
+    from util.checkpoint import load_checkpoint
+
+    path = tmp_path / "latest.pt"
+    torch.save({"nets": {}, "opt": argparse.Namespace(lr=1)}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(str(path))
+    message = str(info.value)
+    assert "refused for safety" in message and "argparse.Namespace" in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_nothing_is_inside_pretrained_but_pretrained(tmp_path):
+    from util.checkpoint import PRETRAINED, inside_pretrained
+
+    folder = os.path.dirname(PRETRAINED)
+    assert inside_pretrained(folder) and inside_pretrained(os.path.join(folder, "x", "y.png"))
+    assert inside_pretrained(os.path.join(folder, "..", "pretrained"))
+    assert not inside_pretrained(folder + "_copy") and not inside_pretrained(str(tmp_path))
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    assert inside_pretrained(str(link / "out"))  # through a symlink too
