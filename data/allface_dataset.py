@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from data.registry import DATASET_MODES
 from face3d.align import align
-from face3d.batch_fit import list_path_of, read_list
+from face3d.batch_fit import list_path_of, printable, read_list
 from face3d.fileio import atomic_write
 from face3d.fit import FitFileError, find_fit, load_fit
 from face3d.imageio import IMAGE_EXTENSIONS, list_images, read_image
@@ -183,7 +183,8 @@ class AllFaceDataset(Dataset):
             try:
                 return self.load(rel)
             except (ValueError, FitFileError) as e:
-                print(f"warning: dataset {self.name!r}, skipping {rel}: {e}", file=sys.stderr)
+                print(printable(f"warning: dataset {self.name!r}, skipping {rel}: {e}"),
+                      file=sys.stderr)
         raise DatasetError(f"dataset {self.name!r}: {self.MAX_SKIPS} unreadable items in a row "
                            f"from index {index}; check {self.entry['prefix']}")
 

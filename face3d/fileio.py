@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 import uuid
@@ -58,11 +59,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
         raise
 
 
+_OURS = re.compile(r"\.tmp_.+~(?P<host>[^~]+)~(?P<pid>\d+)~[0-9a-f]{12}")
+_OLDER_VERSION = re.compile(r"\.tmp_.+\.[0-9a-f]{12}")
+
+
 def _writer_gone(name: str, age_s: float) -> bool:
-    parts = name[len(TEMP_PREFIX):].rsplit("~", 3)
-    if len(parts) != 4 or not parts[2].isdigit() or parts[1] != _host():
-        return age_s > ABANDONED_AFTER_S  # an older version's name, or another machine's
-    pid = int(parts[2])
+    """Whether the temp file ``name`` of :func:`atomic_write` was left by a dead writer.
+    Files that are not named like ours are never touched."""
+    m = _OURS.fullmatch(name)
+    if m is None or m["host"] != _host():
+        # an older version's name, or another machine's on a shared disk: no pid to check
+        return (m is not None or _OLDER_VERSION.fullmatch(name) is not None) and \
+            age_s > ABANDONED_AFTER_S
+    pid = int(m["pid"])
     if pid == os.getpid():
         return False
     try:

@@ -250,13 +250,16 @@ def test_stale_temp_files_are_removed_live_ones_kept(tmp_path, capsys):
     recent_old_style = out / "sub" / ".tmp_b.npz.0123456789ab"
     live = temp_path_for(str(out / "sub" / "c.png.npz")).replace(f"~{os.getpid()}~",
                                                                 f"~{os.getppid()}~")
-    for p in (dead, old_style, recent_old_style, live):
+    foreign = out / ".tmp_someone_elses_notes"  # not named like ours: never touched
+    for p in (dead, old_style, recent_old_style, live, foreign):
         Path(p).write_text("half written")
-    os.utime(old_style, (time.time() - 7200,) * 2)
+    for p in (old_style, foreign):
+        os.utime(p, (time.time() - 7200,) * 2)
     assert fit_cli(capsys, "--img", tmp_path / "in", "--save_dir", out)[0] == 0
     assert not os.path.exists(dead) and not old_style.exists()
     assert recent_old_style.exists()  # could be a live writer of an older version
     assert os.path.exists(live)  # a live process's write in progress (another shard)
+    assert foreign.exists()
 
 
 def test_resume_after_lists_were_lost(tmp_path, capsys):

@@ -16,7 +16,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from face3d.fit import FitFileError, load_fit
+from face3d.fit import FitFileError, fit_path_for, legacy_fit_path, load_fit
 
 ARRAY_SHAPES = {"vertices": (468, 3), "iris": (10, 3), "landmarks68": (68, 2),
                 "landmarks5": (5, 2), "rotation": (3, 3), "translation": (3,)}
@@ -226,3 +226,18 @@ def test_damaged_bytes_fail_or_load_the_original(tmp_path_factory, flips, cut):
         assert "\n" not in str(e)
         return
     assert_same(got, fit)
+
+
+@given(rel=st.text(st.sampled_from("ab./\\ .."), min_size=1, max_size=12))
+def test_fit_paths_never_leave_save_dir(rel):
+    for path in (fit_path_for(rel, "/save"), legacy_fit_path(rel, "/save")):
+        assert os.path.normpath(path).startswith("/save" + os.sep), (rel, path)
+
+
+@given(stem=st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+                    min_size=1, max_size=8).filter(lambda s: s not in (".", "..")),
+       exts=st.lists(st.sampled_from([".jpg", ".png", ".JPG", ".jpeg", ""]), min_size=2,
+                     max_size=5, unique=True))
+def test_photos_differing_only_in_extension_get_distinct_fits(stem, exts):
+    paths = [fit_path_for(f"d/{stem}{e}", "/save") for e in exts]
+    assert len(set(paths)) == len(paths)
