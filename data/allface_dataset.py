@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -69,9 +70,12 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
 
         again = f" ({len(retried)} failed before and changed since)" if retried else ""
         print(f"dataset {name!r}: fitting {len(todo)} photos{again} into {fits_dir}")
+        started = time.time()
         run(todo, prefix, fits_dir, workers=workers, progress=progress, suffix=".new",
             labels=dict(zip(everything, labels_for(everything))))
         _merge_lists(fits_dir)
+        if os.path.exists(failed_file):  # a photo replaced while this pass ran is newer
+            os.utime(failed_file, (started, started))
         failures = read_failures(failed_file)
     usable = [r for r in relpaths if find_fit(r, fits_dir, prefix)]
     excluded = [r for r in relpaths if r not in set(usable)]
