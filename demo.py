@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import tempfile
+import uuid
 
 # Before Gradio is imported: it reads this once. No usage reports, no version check.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -37,6 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "(needs the internet; off by default, and nothing else needs it)")
     ap.add_argument("--device", default="cpu",
                     help="cpu (default), cuda, cuda:N or auto (cuda when available)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default: %(default)s: one frame is a small "
+                         "network on one image, and on a 2-core machine with other work two "
+                         "threads were 10x slower: benchmarks/demo.py)")
     model = ap.add_argument_group("model (default: the shipped pretrained/blend_lfw)")
     model.add_argument("--checkpoint", metavar="FILE",
                        help="a generator file: a training checkpoint (.pt) or an exported "
@@ -50,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.checkpoint and args.name:
         ap.error("give --checkpoint or --name, not both")
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: give 1 or more")
     if not 0 < args.port < 65536:
         ap.error(f"--port {args.port}: give a port in 1-65535")
     return args
@@ -66,8 +73,8 @@ def build_app(demo, gif_dir: str):
             return None, None, None, ""
         f = demo.frame(state, yaw, pitch)
         return (f["output"], f["render"], f["masks"],
-                f"{state.name} at yaw {yaw:+.0f}, pitch {pitch:+.0f}: {100 * f['hidden']:.0f}% "
-                f"hidden, {100 * f['stretched']:.0f}% stretched")
+                f"{state.name} at yaw {round(yaw):+d}, pitch {round(pitch):+d}: "
+                f"{100 * f['hidden']:.0f}% hidden, {100 * f['stretched']:.0f}% stretched")
 
     def use(state, yaw, pitch):
         if isinstance(state, str):  # a message, not a photo
@@ -75,8 +82,8 @@ def build_app(demo, gif_dir: str):
             return None, None, None, None, None, f"**{state}**"
         out = show(state, yaw, pitch)
         fit = state.fit
-        return (state, state.crop, *out[:3], f"{out[3]} (the photo: yaw {fit.yaw:+.0f}, "
-                                              f"pitch {fit.pitch:+.0f})")
+        return (state, state.crop, *out[:3], f"{out[3]} (the photo: yaw {round(fit.yaw):+d}, "
+                                              f"pitch {round(fit.pitch):+d})")
 
     def upload(path, yaw, pitch):
         if path is None:  # the file was cleared
@@ -87,10 +94,13 @@ def build_app(demo, gif_dir: str):
         if not isinstance(state, Prepared):
             gr.Warning("upload a photo or pick an example first")
             return None
-        path = os.path.join(gif_dir, f"{os.path.splitext(state.name)[0]}_sweep.gif")
+        # one file per click: two sessions sweeping photos of the same name never collide
+        path = os.path.join(gif_dir, f"{os.path.splitext(state.name)[0]}_sweep_"
+                                     f"{uuid.uuid4().hex[:8]}.gif")
         return demo.sweep_gif(state, path)
 
-    with gr.Blocks(title="Rotate-and-Render") as app:
+    # delete_cache: Gradio keeps a copy of every image it sent; drop those older than an hour
+    with gr.Blocks(title="Rotate-and-Render", delete_cache=(3600, 3600)) as app:
         gr.Markdown("## Rotate-and-Render: turn a face to another pose\n"
                     f"Model: {demo.description}. Upload a photo with one face, or pick an "
                     "example; the photo is fitted once, the sliders only re-render.")
@@ -98,33 +108,37 @@ def build_app(demo, gif_dir: str):
         with gr.Row():
             with gr.Column(scale=1):
                 photo = gr.File(label="Photo", file_types=["image"], elem_id="photo")
+                gr.Markdown("or an example (public-domain portraits):")
                 with gr.Row():
                     examples = [gr.Button(label, size="sm") for label in EXAMPLES]
-                aligned = gr.Image(label="Aligned input", interactive=False, height=200)
+                aligned = gr.Image(label="Aligned input", interactive=False, height=200,
+                                   buttons=["fullscreen"])
                 yaw = gr.Slider(-90, 90, value=30, step=1, label="Yaw (degrees, > 0 turns "
                                 "toward the image's right)", elem_id="yaw")
                 pitch = gr.Slider(-45, 45, value=0, step=1,
                                   label="Pitch (degrees, > 0 looks up)", elem_id="pitch")
-                gif_button = gr.Button("Yaw sweep GIF (-60 to 60)")
+                gif_button = gr.Button("Yaw sweep GIF (-60 to 60)", elem_id="sweep_button")
             with gr.Column(scale=3):
                 message = gr.Markdown(elem_id="message")
                 with gr.Row():
-                    output = gr.Image(label="Output (generator)", interactive=False,
-                                      elem_id="output", format="png")
-                    render = gr.Image(label="Render (its input)", interactive=False,
-                                      format="png")
-                    masks = gr.Image(label="Masks: grey seen, red hidden, blue stretched",
-                                     interactive=False, format="png")
-                gif = gr.Image(label="Yaw sweep", interactive=False, type="filepath")
+                    # png: lossless (Gradio's default is webp); no "share" button (it uploads)
+                    output, render, masks = (
+                        gr.Image(label=label, interactive=False, format="png", elem_id=key,
+                                 buttons=["download", "fullscreen"])
+                        for key, label in (("output", "Output (generator)"),
+                                           ("render", "Render (its input)"),
+                                           ("masks", "Red hidden, blue stretched")))
+                gif = gr.Image(label="Yaw sweep", interactive=False, type="filepath",
+                               elem_id="sweep", buttons=["download", "fullscreen"])
         shown = [output, render, masks, message]
-        photo.change(upload, [photo, yaw, pitch], [state, aligned, *shown])
+        photo.change(upload, [photo, yaw, pitch], [state, aligned, *shown], api_name="upload")
         for button, label in zip(examples, EXAMPLES):
             button.click(lambda y, p, label=label: use(demo.prepare_example(label), y, p),
                          [yaw, pitch], [state, aligned, *shown])
         for slider in (yaw, pitch):
             slider.change(show, [state, yaw, pitch], shown, trigger_mode="always_last",
-                          show_progress="hidden")
-        gif_button.click(sweep, state, gif)
+                          show_progress="hidden", api_name="frame")
+        gif_button.click(sweep, state, gif, api_name="sweep")
     return app
 
 
@@ -136,10 +150,13 @@ def main(argv=None) -> int:
         print("error: the web demo needs Gradio: pip install -r requirements-demo.txt && "
               "pip install --no-deps gradio==6.31.0", file=sys.stderr)
         return 2
+    import torch
+
     from options.base_options import OptionsError, resolve_device
     from util.checkpoint import CheckpointError
     from util.demo_logic import Demo, load_model
 
+    torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
         model, settings, description = load_model(args.checkpoint, args.name,

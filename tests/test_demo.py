@@ -130,10 +130,11 @@ def test_demo_flags(capsys):
         demo_cli.parse_args(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--host", "--port", "--share", "--device", "--checkpoint", "--name",
+    for flag in ("--host", "--port", "--share", "--device", "--threads", "--checkpoint", "--name",
                  "--checkpoints_dir", "--which_epoch"):
         assert flag in text
     args = demo_cli.parse_args([])
-    assert (args.host, args.port, args.share, args.device) == ("127.0.0.1", 7860, False, "cpu")
+    assert (args.host, args.port, args.share, args.device, args.threads) == (
+        "127.0.0.1", 7860, False, "cpu", 1)
     with pytest.raises(SystemExit):
         demo_cli.parse_args(["--checkpoint", "a.pt", "--name", "b"])

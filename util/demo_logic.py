@@ -110,8 +110,12 @@ class Demo:
         self._cache: collections.OrderedDict[str, Prepared] = collections.OrderedDict()
 
     def warm_up(self) -> None:
-        """Build MediaPipe's graphs now (seconds), so the first upload is not the slow one."""
-        _ = self.fitter.fitter
+        """Build MediaPipe's graphs and run the first frame now (seconds: graphs, compiled
+        kernels, allocations), so that the user's first upload is not the slow one. Leaves
+        the first example in the cache."""
+        state = self.prepare_example(next(iter(EXAMPLES)))
+        if isinstance(state, Prepared):
+            self.frame(state, 30, 0)
 
     # ------------------------------------------------------------------ one photo, once
     def prepare(self, photo, name: str | None = None) -> Prepared | str:
