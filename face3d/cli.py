@@ -45,7 +45,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         # default needs escaping
         text = plain(action.help or "")
         default = action.default
-        if ("default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+        if ("default" in text.lower() or default is None or default is False
+                or default == argparse.SUPPRESS
                 or not action.option_strings or isinstance(action, argparse._HelpAction)):
             return text
         return text + f" (default: {_default_text(default)})".replace("%", "%%")

@@ -487,3 +487,4 @@ def test_every_help_reads_plainly():
             name = re.search(r"NAME=\$\{NAME:-(\w+)\}", script).group(1)
             assert re.search(rf"--name NAME .*?\(default: {name}\)", flat), name
             assert "(default: -60 -30 0 30 60)" in flat
+            assert "dataset list to process (default: 0)" in flat  # a 0 default is shown
