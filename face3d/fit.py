@@ -93,18 +93,28 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
     """Every array of the .npz at ``path``; FitFileError for anything that is not a small
     zip of plain (non-pickled) arrays."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            big = [i.filename for i in zf.infolist() if i.file_size > MAX_MEMBER_BYTES]
-    except zipfile.BadZipFile:
-        raise FitFileError(f"not a fit file (not an .npz archive): {path}") from None
-    except Exception as e:  # OSError (permissions, a folder ...), zlib errors ...
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:  # permissions, a folder ...
         raise FitFileError(f"unreadable fit file ({_one_line(e)}): {path}") from None
-    if big:
-        raise FitFileError(f"not a fit file (member {big[0]!r} larger than "
-                           f"{MAX_MEMBER_BYTES} bytes): {path}")
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # np.load would try it as a pickle
+        raise FitFileError(f"not a fit file (not an .npz archive): {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            big = [i.filename for i in z.zip.infolist() if i.file_size > MAX_MEMBER_BYTES]
+            if big:
+                raise FitFileError(f"not a fit file (member {big[0]!r} larger than "
+                                   f"{MAX_MEMBER_BYTES} bytes): {path}")
+            data = {k: z[k] for k in z.files}
+        odd = [k for k, v in data.items() if not isinstance(v, np.ndarray)]
+        if odd:  # NpzFile gives a member that is not .npy as raw bytes
+            raise FitFileError(f"not a fit file (member {odd[0]!r} is not a numpy array): "
+                               f"{path}")
+        return data
+    except FitFileError:
+        raise
+    except zipfile.BadZipFile:
+        raise FitFileError(f"not a fit file (not an .npz archive): {path}") from None
     except ValueError as e:
         if "pickle" in str(e).lower():  # refused, never executed
             raise FitFileError(f"fit file holds pickled objects, refused for safety: "

@@ -12,6 +12,7 @@ public-domain astronaut portrait).
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -90,6 +91,7 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1500,1000", "--hide-scrollbars"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # to list its requests
     # The system driver: selenium's own manager would try to download one.
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(CHROMEDRIVER))
     yield driver
@@ -99,6 +101,16 @@ def browser():
 def output_src(driver, elem_id: str = "output") -> str:
     imgs = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
     return imgs[0].get_attribute("src") if imgs else ""
+
+
+def requested_urls(driver) -> list[str]:
+    """Every URL the page asked for since the last call (Chrome's network log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def fetch_image(url: str) -> np.ndarray:
@@ -130,21 +142,42 @@ def test_upload_then_slider_shows_a_new_output(app_url, browser, example_dir):
     with urllib.request.urlopen(gif, timeout=30) as r, Image.open(io.BytesIO(r.read())) as im:
         assert im.format == "GIF" and im.n_frames == 24 and im.size == (256, 256)
 
+    # Offline: the page loaded nothing from anywhere but the app (no CDN fonts or scripts).
+    urls = requested_urls(browser)
+    assert urls and all(u.startswith((app_url, "data:", "blob:")) for u in urls), [
+        u for u in urls if not u.startswith((app_url, "data:", "blob:"))]
+
     target = os.environ.get("RR_DEMO_SCREENSHOT")
     if target:
         save_screenshot(browser, target)
 
 
-def test_a_file_that_is_not_an_image_gives_a_message(app_url, browser, tmp_path):
+@pytest.mark.parametrize("name, message", [
+    ("notes.jpg", "notes.jpg: not a readable image: not an image (unrecognised format)"),
+    ("wall.png", "wall.png: no face found"),
+])
+def test_a_bad_upload_gives_its_message(app_url, browser, tmp_path, name, message):
     browser.get(app_url)
     wait = WebDriverWait(browser, 60, poll_frequency=0.5)
-    bad = tmp_path / "notes.jpg"
-    bad.write_bytes(b"not a photo")
+    bad = tmp_path / name
+    if name.endswith(".png"):
+        Image.fromarray(np.full((200, 240, 3), 128, np.uint8)).save(bad)
+    else:
+        bad.write_bytes(b"not a photo")
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#photo input[type=file]")).send_keys(
         str(bad))
-    wait.until(lambda d: "notes.jpg: not a readable image" in
-               d.find_element(By.ID, "message").text)
+    wait.until(lambda d: message in d.find_element(By.ID, "message").text)
     assert output_src(browser) == ""
+
+
+def test_an_example_button_shows_its_photo(app_url, browser):
+    browser.get(app_url)
+    wait = WebDriverWait(browser, 60, poll_frequency=0.5)
+    button = wait.until(lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                        if b.text == "Grace Hopper"), False))
+    button.click()
+    wait.until(lambda d: "grace_hopper.jpg at yaw +30" in d.find_element(By.ID, "message").text)
+    assert fetch_image(wait.until(output_src)).shape == (256, 256, 3)
 
 
 def save_screenshot(driver, target: str) -> None:

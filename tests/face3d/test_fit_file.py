@@ -123,7 +123,12 @@ def test_junk_and_pickles_are_refused_never_run(tmp_path, monkeypatch):
     big = io.BytesIO()
     with zipfile.ZipFile(big, "w") as zf:  # a member claiming more than any fit file
         zf.writestr("vertices.npy", b"\0" * (2 << 20))
+    raw_members = io.BytesIO()
+    with zipfile.ZipFile(raw_members, "w") as zf:  # a zip, but its members are not .npy
+        for k in make_fit().to_arrays():
+            zf.writestr(k, b"\x00" * 16)
     cases = {
+        "zip of raw members": (raw_members.getvalue(), "not a numpy array"),
         "empty": (b"", "not an .npz"),
         "text": (b"hello\n", "not an .npz"),
         "truncated": (data[: len(data) // 2], "not an .npz"),
