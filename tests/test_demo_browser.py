@@ -30,6 +30,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 PRETRAINED = os.path.join(REPO, "pretrained", "blend_lfw.safetensors")
 SCREENSHOT_BYTES = 300_000
+pytestmark = pytest.mark.slow  # about 50 s: the app's start-up and a browser
 
 pytest.importorskip("gradio", reason="gradio not installed (requirements-demo.txt)")
 pytest.importorskip("selenium", reason="selenium not installed (requirements-demo.txt)")
