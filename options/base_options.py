@@ -71,8 +71,9 @@ class BaseOptions:
                        help="model: rotate (pix2pixHD-style G) or rotatespade (SPADE G "
                             "conditioned on landmark maps, the authors' released model)")
         p.add_argument("--netG", default=None,
-                       help="generator architecture (default: the model's own, rotate or "
-                            "rotatespade)")
+                       help="generator architecture: rotate, rotatespade (the paper's) or "
+                            "blend (the shipped one's U-Net that repairs the render); default: "
+                            "the --model's own")
         p.add_argument("--label_nc", type=int, default=5, choices=(1, 5),
                        help="channels of the landmark map that conditions rotatespade: 5 (one "
                             "per facial part) or 1 (all parts in one)")
