@@ -36,8 +36,9 @@ class TestOptions(BaseOptions):
                        help="outputs go to DIR/NAME/ (never inside pretrained/)")
         p.add_argument("--overwrite", action="store_true",
                        help="replace the outputs of an earlier run with other settings in "
-                            "DIR/NAME/ (without it such a run is refused; a repeat of the "
-                            "same run replaces its outputs anyway)")
+                            "the output folder (test.py: DIR/NAME/; evaluate.py: --out); "
+                            "without it such a run is refused. The same command again "
+                            "always redoes its own run")
         p.add_argument("--list_start", type=non_negative_int, default=0,
                        help="first photo of the dataset list to process")
         p.add_argument("--list_end", type=positive_int, default=None,
