@@ -204,10 +204,13 @@ def create_model_checked(opt, nets):
         if opt.no_vgg_loss:
             raise
         path = find_vgg19_weights(opt.vgg_weights)
+        given = " (--vgg_weights)" if opt.vgg_weights else ""
+        if os.path.getsize(path) == 0:
+            raise MissingWeightsError(f"VGG19 weights {path}{given} are empty (0 bytes): an "
+                                      "interrupted copy?") from None
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as load_error:  # the file is the cause: say so in one line
-            given = " (--vgg_weights)" if opt.vgg_weights else ""
             raise MissingWeightsError(
                 f"VGG19 weights {path}{given} cannot be read ({load_failure(load_error)}); use "
                 f"torchvision's {vgg19_weights_filename()} or train with --no_vgg_loss"
