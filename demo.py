@@ -125,7 +125,8 @@ def build_app(demo, gif_dir: str):
                     output, render, masks = (
                         gr.Image(label=label, interactive=False, format="png", elem_id=key,
                                  buttons=["download", "fullscreen"])
-                        for key, label in (("output", "Output (generator)"),
+                        for key, label in (("output", "Output (generator)" if demo.model
+                                            else "Output (no generator: the render)"),
                                            ("render", "Render (its input)"),
                                            ("masks", "Red hidden, blue stretched")))
                 gif = gr.Image(label="Yaw sweep", interactive=False, type="filepath",
