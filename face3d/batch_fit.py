@@ -21,6 +21,7 @@ exit status is non-zero only when the arguments are wrong, the lists cannot be w
 from __future__ import annotations
 
 import argparse
+import errno
 import multiprocessing as mp
 import os
 import re
@@ -339,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    if args.max_side < 1:
+        parser.error(f"--max_side must be a positive number of pixels, got {args.max_side}")
     if os.path.exists(args.save_dir) and not os.path.isdir(args.save_dir):
         print(f"error: --save_dir is a file, not a folder: {args.save_dir}", file=sys.stderr)
         return 2
@@ -369,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                        suffix=suffix, progress=not args.quiet, labels=labels)
     except OSError as e:  # a full disk, a read-only folder ...: earlier lists stay intact
         where = e.filename or args.save_dir
-        print(f"error: could not write to {printable(str(where))}: "
-              f"{e.strerror or e} (the fits written so far are kept; free space and re-run "
-              f"to resume)", file=sys.stderr)
+        hint = "free space and re-run" if e.errno == errno.ENOSPC else "re-run"
+        print(f"error: could not write to {printable(str(where))}: {e.strerror or e} (the "
+              f"fits written so far are kept; {hint} to resume)", file=sys.stderr)
         return 1
     counts = {s: sum(o.status == s for o in outcomes) for s in ("fitted", "skipped", "failed")}
     print(f"fitted {counts['fitted']}, skipped (already fitted) {counts['skipped']}, "

@@ -310,6 +310,16 @@ def test_a_failed_photo_is_retried_by_the_next_run(tmp_path, capsys):
 # ---------------------------------------------------------------- 9. workers, arguments
 
 
+def test_save_dir_below_a_file_is_one_line_exit_1(tmp_path, capsys):
+    write_photo(tmp_path / "photo.png", 1)
+    rc, out, err = fit_cli(capsys, "--img", tmp_path / "photo.png", "--save_dir",
+                           tmp_path / "photo.png" / "out")
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not write to "), err
+    assert "Not a directory" in lines[0] and "free space" not in lines[0]
+
+
 def test_workers_capped_at_the_available_cores(tmp_path, capsys, monkeypatch):
     for i in range(6):
         write_photo(tmp_path / "in" / f"{i}.png", i + 1)
@@ -347,6 +357,7 @@ def test_workers_capped_at_the_available_cores(tmp_path, capsys, monkeypatch):
     ("binary", ["--img_list", "{d}/photo.png"], "not a text list of paths"),
     ("savefile", ["--img", "{d}/photo.png", "--save_dir", "{d}/photo.png"],
      "--save_dir is a file"),
+    ("", ["--img", "{d}/photo.png", "--max_side", "0"], "--max_side must be a positive"),
 ])
 def test_bad_list_arguments_one_line(tmp_path, capsys, setup, args, needle):
     (tmp_path / "lists").mkdir()
