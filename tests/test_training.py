@@ -836,3 +836,26 @@ def test_unusable_checkpoints_dir_gives_one_line(tmp_path, capsys, kind):
                    "--checkpoints_dir", str(where), "--name", name]
     assert train.main(argv) == 2
     assert_one_line_error(capsys.readouterr().err, str(where), *needles)
+
+
+def test_bar_counts_to_the_last_epoch_and_non_finite_losses_warn_sparingly(tmp_path, capsys,
+                                                                           monkeypatch):
+    """Without --max_iters the bar's total is the end of the last epoch (2 epochs of 2
+    batches); a loss that goes NaN every iteration warns once per --print_freq, not every
+    iteration."""
+    real_step = Trainer.step
+
+    def nan_step(self, pair):
+        losses, fake = real_step(self, pair)
+        return dict(losses, G_GAN=float("nan")), fake
+
+    monkeypatch.setattr(Trainer, "step", nan_step)
+    argv = run_args(tmp_path, "nan", "--model", "rotate", "--no_vgg_loss", "--batchSize", "1",
+                    "--niter", "2", "--print_freq", "2")
+    assert train.main(argv) == 0
+    err = capsys.readouterr().err
+    frames = err.replace("\r", "\n").splitlines()
+    assert any(f.startswith("train: 100%") and "4/4" in f for f in frames), err
+    warnings = [f for f in frames if f.startswith("warning: non-finite loss")]
+    assert [w.split(":")[1] for w in warnings] == [" non-finite loss at iteration 1",
+                                                   " non-finite loss at iteration 3"]
