@@ -499,19 +499,39 @@ def source_view(image, vertices, rotation, scale, translation, mesh: FaceMesh,
     number of rotated views with ``settings`` (its render_scope and background count;
     default as ``rotated_view``'s)."""
     settings = RenderSettings(erode_kernel=0) if settings is None else settings
-    H, W = image.shape[-2:]
-    if settings.render_scope == "image":
-        drawn = mesh.whole_image()
-        src_v = whole_image.extend_vertices(whole_image.flatten(vertices, translation),
-                                            rotation, scale, translation, W, drawn.whole)
-    else:
-        drawn, src_v = mesh, vertices
-    frags = rasterize(src_v, drawn.triangles, H, W)
+    drawn, src_v = _source_vertices(vertices, rotation, scale, translation, mesh, settings,
+                                    image.shape[-1])
+    frags = rasterize(src_v, drawn.triangles, *image.shape[-2:])
+    return _source(image, vertices, rotation, scale, translation, drawn, src_v, frags,
+                   settings)
+
+
+def _source_vertices(vertices, rotation, scale, translation, mesh: FaceMesh,
+                     settings: RenderSettings, size: int):
+    """(the mesh drawn for ``settings``' scope, its vertices at the source pose)."""
+    if settings.render_scope != "image":
+        return mesh, vertices
+    drawn = mesh.whole_image()
+    return drawn, whole_image.extend_vertices(whole_image.flatten(vertices, translation),
+                                              rotation, scale, translation, size, drawn.whole)
+
+
+def _source(image, vertices, rotation, scale, translation, drawn: FaceMesh, src_v,
+            frags: Fragments, settings: RenderSettings) -> SourceView:
     region = _face_region(frags, drawn, image.dtype)
     return SourceView(image, vertices, rotation, scale, translation, drawn, src_v, frags,
                       _tolerance(src_v, drawn), region,
                       background_colour(image, region, settings.background),
                       settings.render_scope, settings.background)
+
+
+def _target_vertices(scope: str, drawn: FaceMesh, src_v, vertices, rotation, scale,
+                     translation, yaw, pitch):
+    """The drawn mesh's vertices (``src_v`` at the source pose) turned to (yaw, pitch)."""
+    if scope == "image":
+        return whole_image.rotate_whole(src_v, rotation, scale, translation, yaw, pitch,
+                                        drawn.whole)
+    return rotate_vertices(vertices, rotation, scale, translation, yaw, pitch)
 
 
 def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
@@ -530,21 +550,27 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
     surface lay outside the source crop; none for 'face'), coverage (pixels the mesh
     covers), vertices (the face's) and landmarks (B, 68, 2)."""
     settings = RenderSettings(erode_kernel=0) if settings is None else settings
-    if source is None:
-        source = source_view(image, vertices, rotation, scale, translation, mesh, settings)
+    H, W = image.shape[-2:] if source is None else source.image.shape[-2:]
+    if source is None:  # both views in one rasteriser call (half the launches on a GPU)
+        drawn, src_v = _source_vertices(vertices, rotation, scale, translation, mesh,
+                                        settings, W)
+        dst = _target_vertices(settings.render_scope, drawn, src_v, vertices, rotation,
+                               scale, translation, yaw, pitch)
+        src_frags, dst_frags = rasterize_views(drawn.triangles, H, W, src_v, dst)
+        source = _source(image, vertices, rotation, scale, translation, drawn, src_v,
+                         src_frags, settings)
     elif (source.render_scope, source.background_mode) != (settings.render_scope,
                                                            settings.background):
         raise ValueError(f"rotated_view: the source view was made for render_scope "
                          f"{source.render_scope!r}, background {source.background_mode!r}, "
                          f"not {settings.render_scope!r}, {settings.background!r}")
+    else:
+        dst = _target_vertices(source.render_scope, source.mesh, source.drawn_vertices,
+                               source.vertices, source.rotation, source.scale,
+                               source.translation, yaw, pitch)
+        dst_frags = rasterize(dst, source.mesh.triangles, H, W)
     sv = source
     drawn, src_v = sv.mesh, sv.drawn_vertices
-    if settings.render_scope == "image":
-        dst = whole_image.rotate_whole(src_v, sv.rotation, sv.scale, sv.translation, yaw,
-                                       pitch, drawn.whole)
-    else:
-        dst = rotate_vertices(sv.vertices, sv.rotation, sv.scale, sv.translation, yaw, pitch)
-    dst_frags = rasterize(dst, drawn.triangles, *sv.image.shape[-2:])
     r = render_textured(sv.image, src_v, dst, drawn, src_fragments=sv.fragments,
                         dst_fragments=dst_frags, per_vertex=per_vertex,
                         symmetric_fill=settings.symmetric_fill, tolerance=sv.tolerance)
