@@ -85,7 +85,7 @@ def test_a_pose_change_renders_without_refitting(demo, astronaut, example_dir, c
     np.testing.assert_array_equal(demo.frame(again, 10, 0)["output"], a)
 
 
-def test_a_photo_without_a_face_gives_one_line(demo, tmp_path, counting):
+def test_a_photo_without_a_face_gives_one_line(demo, tmp_path):
     path = tmp_path / "wall.png"
     Image.fromarray(np.full((200, 240, 3), 128, np.uint8)).save(path)
     assert demo.prepare(str(path)) == "wall.png: no face found"
