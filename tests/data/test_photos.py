@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 from fit_samples import make_fit, write_photo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from data.photos import dataset_photos, photos_in
 
@@ -50,3 +52,24 @@ def test_dataset_photos_find_old_and_new_fit_names(tmp_path):
     got = {p.rel: p.fit_path for p in dataset_photos(dataroot=str(root))}
     assert got == {"a/new.jpg": str(fits / "new.jpg.npz"), "a/solo.jpg": str(fits / "solo.npz"),
                    "a/twin.jpg": None, "a/twin.png": None}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.tuples(st.sampled_from(["x", "y", "x/sub"]),
+                                st.sampled_from(["face", "Face", "a"]),
+                                st.sampled_from([".jpg", ".png", ".JPG"])),
+                      min_size=1, max_size=8))
+def test_any_mix_of_names_gives_unique_names_and_each_file_once(tmp_path_factory, picks):
+    root = tmp_path_factory.mktemp("mix")
+    given = [root / folder / (stem + ext) for folder, stem, ext in picks]
+    for p in given:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+    photos = photos_in(given)
+    assert len({os.path.realpath(p.path) for p in photos}) == len(photos)
+    assert {os.path.realpath(p.path) for p in photos} == {os.path.realpath(g) for g in given}
+    stems = [os.path.splitext(p.rel)[0].lower() for p in photos]
+    assert len(set(stems)) == len(stems)
+    for p in photos:  # the extension is the photo's own
+        assert os.path.splitext(p.rel)[1] == os.path.splitext(p.path)[1]
