@@ -195,6 +195,13 @@ def main():
         sys.exit(f"error: LFW folder not found: {args.lfw}")
 
     print(f"machine: {machine()}")
+    # the CLI caps --workers at the available cores: a larger setting would only repeat
+    # the capped one under a misleading label
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    capped = sorted({min(w, cores) for w in args.workers})
+    if capped != sorted(set(args.workers)):
+        print(f"note: --workers {args.workers} capped at {cores} cores: {capped}")
+    args.workers = capped
     rel = sample(args.lfw, args.num, args.seed)
     throughput(args.lfw, rel, args.workers, args.runs)
     if args.fraction_sample:
