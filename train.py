@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import signal
@@ -62,6 +63,7 @@ from util.checkpoint import (
     CheckpointError,
     adopt_options,
     checkpoint_path,
+    inside_pretrained,
     load_generator_file,
     rng_state,
     set_rng_state,
@@ -151,16 +153,11 @@ def remove_temp_files(run_dir: str) -> int:
 
 def read_checkpoint(load, path: str, flag: str):
     """``load(path)`` (a checkpoint or generator reader) with every way a file can be bad
-    turned into one CheckpointError line that names ``flag`` and the file."""
-    if os.path.isdir(path):
-        raise CheckpointError(f"{flag}: {path} is a folder, not a checkpoint file")
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise CheckpointError(f"{flag}: {path} is empty (0 bytes): an interrupted copy? "
-                              "(checkpoints this project writes are never partial)")
+    as one CheckpointError line that names ``flag`` and the file."""
     try:
         return load(path)
     except CheckpointError as e:
-        raise CheckpointError(_explained(e, path, flag)) from None
+        raise CheckpointError(f"{flag}: {_explained(e, path)}") from None
     except Exception as e:  # a reader's own failure on a damaged file: still one line
         raise CheckpointError(f"{flag}: cannot read {path} ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
@@ -176,21 +173,23 @@ def load_failure(e: BaseException) -> str:
     the file unsafely; say instead what it means: a pickle that would run code, or a file
     that is no checkpoint at all."""
     text = str(e)
-    if "Weights only load failed" not in text:
-        return f"{type(e).__name__}: {_first_line(e)}"
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
-    if blocked:
+    if isinstance(e, pickle.UnpicklingError) and blocked:
         return (f"refused for safety: it is a pickle that calls {blocked[1]}, which loading "
                 "would run (files are read with weights_only=True: tensors and plain values)")
-    return "not a PyTorch weights file (damaged, truncated or another kind of file)"
+    if "Weights only load failed" in text:
+        return "not a PyTorch weights file (damaged, truncated or another kind of file)"
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
-def _explained(e: CheckpointError, path: str, flag: str) -> str:
-    text = str(e)
-    if "Weights only load failed" in text and e.__context__ is not None:
-        # (the reader kept only the first line of torch's message; the cause has it all)
-        return f"{flag}: {path}: {load_failure(e.__context__)}"
-    return f"{flag}: {text}" if path in text else f"{flag} {path}: {text}"
+def _explained(e: CheckpointError, path: str) -> str:
+    """The reader's message, unless torch refused a pickle that the reader did not call
+    refused (the reader's message keeps one line of torch's; its cause has them all)."""
+    text, cause = str(e), e.__context__
+    if "refused for safety" not in text and isinstance(cause, pickle.UnpicklingError) \
+            and "GLOBAL" in str(cause):
+        return f"{path}: {load_failure(cause)}"
+    return text if path in text else f"{path}: {text}"
 
 
 def create_model_checked(opt, nets):
@@ -266,8 +265,8 @@ class Run:
         # Messages of the set-up, printed after the header that says where the run writes
         # (nothing is printed for a run that fails its checks but the one error line).
         self.notes: list[tuple[str, bool]] = []
-        shipped = os.path.realpath(os.path.dirname(PRETRAINED))
-        if os.path.commonpath([os.path.realpath(self.run_dir), shipped]) == shipped:
+        if inside_pretrained(self.run_dir):  # (through symlinks too)
+            shipped = os.path.dirname(PRETRAINED)
             raise OptionsError(f"{self.run_dir} is inside {os.path.relpath(shipped)}, the shipped "
                                "model's folder: pick another --checkpoints_dir (export a "
                                "generator there with experiments/export_generator.py)")

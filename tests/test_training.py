@@ -762,9 +762,21 @@ def _bad_file(kind: str, path: Path, good: Path) -> None:
         buf = io.BytesIO()
         torch.save({"nets": {"netG": payload}}, buf)
         path.write_bytes(buf.getvalue())
+    elif kind == "pickle-os-system":  # the classic payload: a blocked module, not a class
+        buf = io.BytesIO()
+        torch.save({"nets": _Shell(f"touch {path.parent / 'PAYLOAD_RAN'}")}, buf)
+        path.write_bytes(buf.getvalue())
 
 
-BAD_FILES = ["empty", "junk", "text", "truncated", "folder", "pickle"]
+class _Shell:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+BAD_FILES = ["empty", "junk", "text", "truncated", "folder", "pickle", "pickle-os-system"]
 
 
 @pytest.mark.parametrize("kind", BAD_FILES)
@@ -784,7 +796,7 @@ def test_bad_checkpoint_files_give_one_line(tmp_path, capsys, finished_run, flag
     err = capsys.readouterr().err
     assert_one_line_error(err, str(bad))
     assert "weights_only=False" not in err and "weights_only` set to `False" not in err
-    if kind == "pickle":
+    if kind.startswith("pickle"):
         assert "refused for safety" in err
         assert not (tmp_path / "new" / "PAYLOAD_RAN").exists()
         assert not (tmp_path / "PAYLOAD_RAN").exists()
