@@ -385,8 +385,8 @@ def save_sweep(face, mesh, model, settings, batch_size, path):
 
 def write_page(out_dir, failures, rows, pose_list, mode, opt):
     page = HTMLPage(out_dir, f"Rotate-and-Render: {opt.name}")
-    what = ("generator outputs: each cell shows the rotated render the generator was given "
-            "(top) and its output (below)" if mode == "generator"
+    what = ("generator outputs: each cell shows the output (top) and the rotated render the "
+            "generator was given (below)" if mode == "generator"
             else "rotated renders (no generator: mode=render)")
     page.header(f"{opt.name}: {what}")
     gifs = any(gif for *_, gif in rows)
@@ -397,7 +397,8 @@ def write_page(out_dir, failures, rows, pose_list, mode, opt):
         cells = [(source, key)]
         for render_path, out_path, name in row:
             if mode == "generator":
-                cells.append(([render_path, out_path], f"{name}: render (top), output (below)"))
+                cells.append(([out_path, render_path], f"{name}: output (top), the render it "
+                                                       "was given (below)"))
             else:
                 cells.append((out_path, f"{name}: render"))
         if gifs:

@@ -150,8 +150,8 @@ def write_html(out_dir: str, report: dict, text: str, gallery: Gallery, pose_nam
         for mode, row in ex.rows.items():
             cells = [(ex.source, f"{ex.rel} ({mode_label[mode]})")]
             for render_path, out_path, caption in row:
-                paths = [render_path, out_path] if render_path else out_path
-                label = "render (top), output (below): " if render_path else ""
+                paths = [out_path, render_path] if render_path else out_path
+                label = "output (top), render (below): " if render_path else ""
                 cells.append((paths, label + caption))
             rows.append(cells)
     if rows:

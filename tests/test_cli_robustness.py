@@ -444,7 +444,7 @@ def test_html_cells_stack_their_images(tmp_path):
     from util.html import HTMLPage
 
     page = HTMLPage(str(tmp_path), "t")
-    page.table(["a"], [[([str(tmp_path / "r.png"), str(tmp_path / "o.png")], "render (top)")]])
+    page.table(["a"], [[([str(tmp_path / "r.png"), str(tmp_path / "o.png")], "r (top)")]])
     with open(page.save()) as f:
         html = f.read()
     assert html.count("<div>") == 2  # one line each: stacked, as the captions say

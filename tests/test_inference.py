@@ -93,7 +93,8 @@ def test_generator_mode_with_checkpoint(tiny_checkpoint, tmp_path, capsys):
     assert "--ngf 16 conflicts with the checkpoint's ngf=8" in captured.err
     rows = check_outputs(tmp_path / "tiny", 2, [-30.0, 30.0], "generator", 64)
     page = (tmp_path / "tiny" / "index.html").read_text()
-    assert "render (top), output (below)" in page and "beside" not in page  # as laid out
+    assert "output (top), the render it was given (below)" in page  # as laid out
+    assert "beside" not in page
     # Each output is the checkpoint's generator applied to the render beside it, not the
     # render itself: far from the render, and what G gives for that (8-bit) render.
     from models.inference import repair
