@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from data import DatasetError, create_dataloader, create_dataset
 from data.registry import dataset_names, get_dataset
+from face3d.fileio import remove_stale_temps
 from models import create_model
 from models.networks import MissingWeightsError
 from models.networks.architecture import find_vgg19_weights, vgg19_weights_filename
@@ -135,20 +136,6 @@ def weights_digest(model, names) -> dict[str, str]:
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         out[n] = h.hexdigest()
     return out
-
-
-def remove_temp_files(run_dir: str) -> int:
-    """Delete the temp files of atomic writes (``.tmp_*``) a killed run left in its folder.
-    A run folder has one writer, rank 0 of the run, so at its start any such file is
-    abandoned."""
-    removed = 0
-    for folder, _, files in os.walk(run_dir):
-        for f in files:
-            if f.startswith(".tmp_"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(folder, f))
-                    removed += 1
-    return removed
 
 
 def read_checkpoint(load, path: str, flag: str):
@@ -334,7 +321,7 @@ class Run:
         # that fails its checks leaves the run's opt.json as it was) and open its logs.
         self.vis = None
         if self.is_main:
-            removed = remove_temp_files(self.run_dir)
+            removed = remove_stale_temps(self.run_dir)  # those of a killed run's writes
             if removed:
                 print(f"removed {removed} temp file(s) of an interrupted write in {self.run_dir}")
             save_options(opt, self.run_dir, parser)

@@ -1,8 +1,8 @@
 """Fault injection: a training run killed with SIGKILL (kill -9: no handler runs, no file is
 closed) at random points, several times, and resumed with --continue_train each time.
 
-After every kill each checkpoint on disk loads (weights_only) and no half-written image is
-on the HTML page; the next run removes the temp files of interrupted writes; the last run
+After every kill each checkpoint on disk loads (weights_only) and every image on the HTML
+page opens; the next run removes the temp files of interrupted writes; the last run
 reaches the target iteration, and its nets and optimisers equal those of an uninterrupted
 run of the same length, bit for bit (checkpoints hold every RNG state)."""
 
@@ -117,7 +117,16 @@ def test_kill_9_at_random_points_then_resume_equals_a_straight_run(tmp_path):
         killed_at.append(check_files_on_disk(run))
     assert len(killed_at) == KILLS
 
+    # And one write killed for certain mid-file, as kill -9 leaves it: a temp file beside
+    # latest.pt (which stays whole), for the next run to remove.
+    half_write = ("import os, sys\nfrom face3d.fileio import atomic_write\n"
+                  "writer = atomic_write(sys.argv[1], 'wb')\nf = writer.__enter__()\n"
+                  "f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), 9)\n")
+    subprocess.run([sys.executable, "-c", half_write, str(run / "latest.pt")], cwd=REPO)
+    assert list(run.glob(".tmp_latest.pt*")) and check_files_on_disk(run) == killed_at[-1]
+
     out = finish(tiny_run(tmp_path, "killed", "--continue_train"))
+    assert "removed 1 temp file(s)" in out
     assert "resumed from" in out and "Traceback" not in out
     assert check_files_on_disk(run) == TARGET
     assert not list(run.rglob(".tmp_*"))  # the temp files of killed writes are cleaned up
