@@ -496,6 +496,9 @@ class Run:
         finished = False
         under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
         bar = self.progress_bar()
+        # The first step also compiles (numba's rasteriser on first use, cuDNN's autotuning,
+        # CUDA graphs): say so, or a frozen-looking bar reads as a hang.
+        bar.set_postfix_str("first step: compiling / warming up", refresh=True)
         with StopFlag(abort_on_second=not under_torchrun) as stop, bar:
             while self.epoch <= total_epochs and not finished:
                 sampler.set_epoch(self.epoch)
