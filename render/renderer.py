@@ -12,6 +12,12 @@ source view (a z-buffer test against the source render); hidden pixels keep the 
 texture of whatever covered them in the source, as in the original, unless the
 symmetry-aware fill is on, which copies the colour of the mirror-symmetric surface point
 when that one was visible.
+
+On the CPU with the numba rasteriser (the default; ``RR_RASTERIZER=torch`` picks the
+PyTorch path for both) that per-pixel work is one compiled pass, render/texture_numba.py,
+with the same results bit for bit. A pose sweep prepares each photo's source pose once
+(``source_view``: its whole-image mesh, raster, z-test slack and fill) and renders every
+pose from it (``rotated_view(..., source=)``).
 """
 
 from __future__ import annotations

@@ -202,14 +202,16 @@ def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src
         b = row // height
         vb = b * num_verts
         t = tol[b]
-        for p in range(row * width - b * pixels, row * width - b * pixels + width):
-            out_hidden[b, p] = 0.0
-            out_filled[b, p] = 0.0
-            out_outside[b, p] = 0.0
-            out_stretched[b, p] = 0.0
+        p0 = row * width - b * pixels
+        # the row's outputs start at 0 (filled at memory speed); covered pixels set theirs
+        out_hidden[b, p0:p0 + width] = 0.0
+        out_filled[b, p0:p0 + width] = 0.0
+        out_outside[b, p0:p0 + width] = 0.0
+        out_stretched[b, p0:p0 + width] = 0.0
+        for k in range(channels):
+            out_image[b, k, p0:p0 + width] = 0.0
+        for p in range(p0, p0 + width):
             if not dst_mask[b, p]:
-                for k in range(channels):
-                    out_image[b, k, p] = 0.0
                 continue
             f = dst_ids[b, p]
             if stretch and grown[b, f]:
