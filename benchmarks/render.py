@@ -19,6 +19,7 @@ graphs (render/cuda_graph.py), after checking that the graph's output equals the
 eager one. Median of ``--repeats`` timed runs after warm-up.
 
     python benchmarks/render.py [--device auto|cpu|cuda] [--size 256] [--repeats 7]
+                                [--clock wall|cpu] [--threads N] [--sections a b c d]
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class Timer:
     """Median wall time of ``fn()``; on CUDA the device is synchronised only around each
     timed run, never inside it."""
 
-    def __init__(self, device: torch.device, repeats: int, warmup: int = 2):
-        self.device, self.repeats, self.warmup = device, repeats, warmup
+    def __init__(self, device: torch.device, repeats: int, warmup: int = 2,
+                 clock=time.perf_counter):
+        self.device, self.repeats, self.warmup, self.clock = device, repeats, warmup, clock
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -86,10 +88,10 @@ class Timer:
         times = []
         for _ in range(self.repeats):
             self._sync()
-            t0 = time.perf_counter()
+            t0 = self.clock()
             fn()
             self._sync()
-            times.append(time.perf_counter() - t0)
+            times.append(self.clock() - t0)
         return statistics.median(times)
 
 
@@ -195,6 +197,20 @@ def with_strategy(strategy: str, fn):
     return run
 
 
+def unfused(fn):
+    """``fn`` with the textured render's per-pixel work in PyTorch even where the compiled
+    kernel (render/texture_numba.py) would run."""
+    from unittest import mock
+
+    from render import renderer
+
+    def run():
+        with mock.patch.object(renderer, "_fused", lambda *a: False):
+            return fn()
+
+    return run
+
+
 def count_ops_dense(fn) -> tuple[int, int]:
     """:func:`count_ops` with the dense strategy, whose operations are the same on every
     device: on a CPU this counts what a GPU would launch."""
@@ -270,7 +286,8 @@ def bench_pairs(name, face, mesh, timer, size, device, batch, target, graphs=Fal
                  training_pair(*args, yaw_b, pitch_b, mesh), timer, batch, "pairs/s", None)
 
 
-def interleaved(fns: dict, repeats: int, device: torch.device, warmup: int = 2) -> dict:
+def interleaved(fns: dict, repeats: int, device: torch.device, warmup: int = 2,
+                clock=time.perf_counter) -> dict:
     """name -> median seconds of ``fns[name]()``, timed in interleaved rounds (every
     candidate once per round), so that load drifts on a shared machine hit all alike."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (
@@ -282,10 +299,10 @@ def interleaved(fns: dict, repeats: int, device: torch.device, warmup: int = 2) 
     for _ in range(repeats):
         for k, fn in fns.items():
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             sync()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -296,6 +313,9 @@ def bench_scopes(face, mesh, timer, device, batch=8):
     per photo (what a pose sweep pays per pose)."""
     args, yaw_b, pitch_b = _pair_inputs(face, device, batch)
     fns = {}
+    # With the compiled rasteriser, also the per-pixel work in PyTorch (the CPU default
+    # before render/texture_numba.py), for a before/after in one run.
+    before = default_strategy(device) == "numba"
     for scope in ("face", "image"):
         settings = RenderSettings(render_scope=scope)
         source = source_view(*args, mesh, settings)
@@ -303,14 +323,23 @@ def bench_scopes(face, mesh, timer, device, batch=8):
         fns[scope, "pair"] = lambda s=settings: training_pair(*args, yaw_b, pitch_b, mesh, s)
         fns[scope, "cached"] = lambda s=settings, src=source: src.rotated_view(yaw_b,
                                                                                pitch_b, s)
-    t = interleaved(fns, timer.repeats, device)
+        if before:
+            fns[scope, "view-torch"] = unfused(fns[scope, "view"])
+            fns[scope, "pair-torch"] = unfused(fns[scope, "pair"])
+    t = interleaved(fns, timer.repeats, device, clock=timer.clock)
     rows = []
     for k, what, unit in (("view", "rotated_view ", "renders/s"),
                           ("pair", "training_pair", "pairs/s"),
-                          ("cached", "view, cached source", "renders/s")):
+                          ("cached", "view, cached source", "renders/s"),
+                          ("view-torch", "rotated_view, per-pixel work in PyTorch",
+                           "renders/s"),
+                          ("pair-torch", "training_pair, per-pixel work in PyTorch",
+                           "pairs/s")):
+        if ("face", k) not in t:
+            continue
         face_t, image_t = t["face", k], t["image", k]
         ratio = image_t / face_t
-        verdict = "" if k == "cached" else (
+        verdict = "" if k not in ("view", "pair") else (
             f" ({'met' if ratio <= 2 else 'MISSED'}: target <= 2x)")
         print(f"{what} batch {batch}: face {batch / face_t:7.1f}, whole image "
               f"{batch / image_t:7.1f} {unit}: whole/face cost {ratio:.2f}x{verdict}")
@@ -356,6 +385,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (default: torch's choice, one per core)")
     ap.add_argument("--no-bfm", action="store_true", help="skip the 3DDFA BFM mesh")
+    ap.add_argument("--sections", nargs="+", default=list("abcd"), choices=list("abcd"),
+                    help="which parts to run: (a) MediaPipe renders, (b) BFM renders, "
+                         "(c) training pairs, (d) whole image against face only")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall time (default), or CPU time of this process (all threads): "
+                         "on a loaded CPU machine, with --threads 1, close to what an idle "
+                         "one measures")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -374,11 +410,15 @@ def main(argv=None) -> int:
           f"({name}), CPU {cpu_model()} ({os.cpu_count()} cores){_load()}")
     print(f"rasteriser strategy: {default_strategy(device)} ({ENV_VAR}=torch|numba picks the "
           "CPU's; benchmarks/vs_sim3dr.py compares them)")
-    print(f"{args.size}x{args.size}, median of {args.repeats} runs after 2 warm-up runs; "
+    print(f"{args.size}x{args.size}, {args.clock} clock, median of {args.repeats} runs after "
+          "2 warm-up runs; "
           f"targets at batch 8: "
           + (f"{TARGET_GPU} images/s on a GPU" if gpu else
              ", ".join(f"{k} {v}" for k, v in TARGETS_CPU.items()) + " (2-core CPU)"))
-    timer = Timer(device, args.repeats)
+    if args.clock == "cpu" and gpu:
+        ap.error("--clock cpu: CPU time does not measure GPU work")
+    timer = Timer(device, args.repeats,
+                  clock=time.process_time if args.clock == "cpu" else time.perf_counter)
     size = args.size
 
     # (a) MediaPipe mesh, real fitted astronaut
@@ -392,15 +432,20 @@ def main(argv=None) -> int:
                                scale.expand(n), translation.expand(n, -1),
                                torch.tensor(spread(n)), pitch.expand(n))
 
-    print(f"\nrender_textured (rasterise target + source views, per-pixel texture), "
-          f"MediaPipe mesh ({verts.shape[1]} vertices, {mesh.triangles.shape[0]} triangles):")
-    bench_render("mediapipe", image, verts, mp_dst, mesh, timer, size, device,
-                 TARGET_GPU if gpu else TARGETS_CPU["mediapipe"], graphs=gpu)
+    if "a" in args.sections:
+        print(f"\nrender_textured (rasterise target + source views, per-pixel texture), "
+              f"MediaPipe mesh ({verts.shape[1]} vertices, {mesh.triangles.shape[0]} "
+              "triangles):")
+        bench_render("mediapipe", image, verts, mp_dst, mesh, timer, size, device,
+                     TARGET_GPU if gpu else TARGETS_CPU["mediapipe"], graphs=gpu)
 
     # (b) 3DDFA BFM mesh
-    print("\nrender_textured, 3DDFA BFM mesh:")
-    bfm = "--no-bfm given" if args.no_bfm else bfm_face(size)
-    if isinstance(bfm, str):
+    bfm = "--no-bfm given" if args.no_bfm else bfm_face(size) if "b" in args.sections else None
+    if "b" in args.sections:
+        print("\nrender_textured, 3DDFA BFM mesh:")
+    if bfm is None:
+        pass
+    elif isinstance(bfm, str):
         print(f"bfm        skipped: {bfm}")
     else:
         b_image, b_verts, b_rot, b_tri = bfm
@@ -412,14 +457,16 @@ def main(argv=None) -> int:
                      device, TARGET_GPU if gpu else TARGETS_CPU["bfm"])
 
     # (c) training pairs
-    print("\ntraining_pair (a->b->a: 2 rasterisations, 2 textured renders, 2 erosions), "
-          "MediaPipe mesh:")
-    bench_pairs("pairs", face, mesh, timer, size, device, 8,
-                None if gpu else TARGETS_CPU["pairs"], graphs=gpu)
+    if "c" in args.sections:
+        print("\ntraining_pair (a->b->a: 2 rasterisations, 2 textured renders, 2 erosions), "
+              "MediaPipe mesh:")
+        bench_pairs("pairs", face, mesh, timer, size, device, 8,
+                    None if gpu else TARGETS_CPU["pairs"], graphs=gpu)
 
     # (d) the whole crop (--render_scope image, the default) against the face alone
-    print("\nwhole image (render/whole_image.py) against face only, MediaPipe mesh:")
-    bench_scopes(face, mesh, timer, device)
+    if "d" in args.sections:
+        print("\nwhole image (render/whole_image.py) against face only, MediaPipe mesh:")
+        bench_scopes(face, mesh, timer, device)
     if not gpu:
         print(f"\n(at the end{_load()}: CPU figures are only comparable on an otherwise idle "
               "machine)")

@@ -16,19 +16,22 @@ batch 1 and 8, with 1 and 2 threads, for
 * ``pair``: ``training_pair`` (a -> b -> a);
 
 for the PyTorch path (strategy compact) and the compiled kernels (numba: the rasteriser and,
-for the textured jobs, render/texture_numba.py), with the ratios.
+for the textured jobs, render/texture_numba.py), with the ratios; for the textured jobs also
+"raster-only" (numba rasteriser, per-pixel work in PyTorch: the CPU default before the
+texture kernel).
 Sim3DR is single-threaded and is timed when it is importable (build it: see the README);
 it then also reports how many pixels both cover and on how many they pick the same
 triangle. ``--startup`` also times the kernels' first-call compilation (fresh numba cache)
 and a later process's start (cache warm), in subprocesses. The end prints a markdown table
 of the headline figures (batch 8, the most threads given) to paste.
 
-    python benchmarks/vs_sim3dr.py [--size 256] [--repeats 15] [--startup]
+    python benchmarks/vs_sim3dr.py [--size 256] [--repeats 15] [--startup] [--clock cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import statistics
@@ -45,7 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from render import rasterizer, whole_image  # noqa: E402
+from render import rasterizer, renderer, whole_image  # noqa: E402
 from render.rasterizer import interpolate, rasterize  # noqa: E402
 from render.renderer import (  # noqa: E402
     FaceMesh,
@@ -118,24 +121,37 @@ class Sim3DR:
         return out
 
 
-def median_ms(fns: dict, repeats: int, per: int) -> dict:
-    """name -> median ms per image of each ``fns[name]()``, interleaved rounds."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def median_ms(fns: dict, repeats: int, per: int, clock: str = "wall") -> dict:
+    """name -> median ms per image of each ``fns[name]()``, interleaved rounds, on the
+    wall clock or in CPU time of this process (all its threads: with 1 thread about the
+    idle wall time, even on a machine busy with other work)."""
+    now = CLOCKS[clock]
     for fn in fns.values():  # warm-up (and compilation)
         fn()
         fn()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(now() - t0)
     return {k: 1e3 * statistics.median(v) / per for k, v in times.items()}
 
 
-def with_strategy(strategy, fn):
-    """``fn`` with the rasteriser's default strategy replaced (as the renderer sees it)."""
+def with_strategy(strategy, fn, fused: bool = True):
+    """``fn`` with the rasteriser's default strategy replaced (as the renderer sees it);
+    ``fused=False`` keeps the textured render's per-pixel work in PyTorch even with numba
+    (the CPU default before render/texture_numba.py: the "raster-only" column)."""
     def run():
-        with mock.patch.object(rasterizer, "default_strategy", lambda device: strategy):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(mock.patch.object(rasterizer, "default_strategy",
+                                                  lambda device: strategy))
+            if not fused:
+                stack.enter_context(mock.patch.object(renderer, "_fused",
+                                                      lambda *a: False))
             return fn()
     return run
 
@@ -158,8 +174,10 @@ def candidates(job, mesh_name, face, mesh, batch, size, sim):
     tri = drawn.triangles
     colours = torch.rand(dst.shape[1], 3, generator=torch.Generator().manual_seed(0))
     out = {}
-    for strategy in ("compact", "numba"):
-        label = "torch" if strategy == "compact" else "numba"
+    textured = job in ("textured", "cached", "pair")
+    for label in ("torch", "numba") + (("raster-only",) if textured else ()):
+        strategy = "compact" if label == "torch" else "numba"
+        fused = label != "raster-only"
         if job == "fragments":
             out[label] = lambda st=strategy: rasterize(dst, tri, size, size, strategy=st)
         elif job == "per-vertex":
@@ -167,15 +185,15 @@ def candidates(job, mesh_name, face, mesh, batch, size, sim):
                 rasterize(dst, tri, size, size, strategy=st), tri, colours, strategy=st)
         elif job == "textured":
             out[label] = with_strategy(strategy, lambda: rotated_view(
-                img, v, R, s, t, yaws, pitches, mesh, settings))
+                img, v, R, s, t, yaws, pitches, mesh, settings), fused)
         elif job == "cached":
             source = with_strategy(strategy, lambda: source_view(img, v, R, s, t, mesh,
                                                                  settings))()
             out[label] = with_strategy(strategy, lambda src=source: src.rotated_view(
-                yaws, pitches, settings))
+                yaws, pitches, settings), fused)
         elif job == "pair":
             out[label] = with_strategy(strategy, lambda: training_pair(
-                img, v, R, s, t, yaws + 30, pitches, mesh, settings))
+                img, v, R, s, t, yaws + 30, pitches, mesh, settings), fused)
     if sim is not None and job in ("fragments", "per-vertex"):
         s3 = Sim3DR(sim, tri, size)
         sim_v = s3.vertices(dst)
@@ -227,16 +245,20 @@ def startup_times() -> str:
     return "\n".join(lines)
 
 
+def _ms(ms: dict, key: str, width: int = 0) -> str:
+    return f"{ms[key]:{width}.2f}" if key in ms else f"{'-':>{width}s}"
+
+
 def summary(results: dict, batch: int, threads: int) -> str:
     """The headline figures as a markdown table: ms per image at ``batch``, ``threads``."""
-    lines = [f"\n| batch {batch}, {threads} threads, ms per image | torch | numba | "
-             "torch/numba | Sim3DR |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"\n| batch {batch}, {threads} threads, ms per image | torch | numba raster only "
+             "| numba | torch/numba | Sim3DR |", "| --- | --- | --- | --- | --- | --- |"]
     for (mesh_name, job, b, thr), ms in results.items():
         if (b, thr) != (batch, threads):
             continue
-        sim = f"{ms['sim3dr']:.2f}" if "sim3dr" in ms else "-"
-        lines.append(f"| {mesh_name} {job} | {ms['torch']:.2f} | {ms['numba']:.2f} | "
-                     f"{ms['torch'] / ms['numba']:.1f}x | {sim} |")
+        lines.append(f"| {mesh_name} {job} | {ms['torch']:.2f} | {_ms(ms, 'raster-only')} | "
+                     f"{ms['numba']:.2f} | {ms['torch'] / ms['numba']:.1f}x | "
+                     f"{_ms(ms, 'sim3dr')} |")
     return "\n".join(lines)
 
 
@@ -250,6 +272,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", nargs="+", default=jobs, choices=jobs)
     ap.add_argument("--meshes", nargs="+", default=["face", "whole-image"],
                     choices=["face", "whole-image"])
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall time (default), or CPU time of this process: on a loaded "
+                         "machine, with --threads 1, close to what an idle one measures")
     ap.add_argument("--startup", action="store_true",
                     help="also time numba's first compilation and a cached start")
     args = ap.parse_args(argv)
@@ -260,7 +285,8 @@ def main(argv=None) -> int:
     numba_ok = rasterizer.numba_available()
     print(f"torch {torch.__version__}, CPU {bench.cpu_model()} ({os.cpu_count()} cores)"
           f"{bench._load()}")
-    print(f"{args.size}x{args.size}, ms per image, median of {args.repeats} interleaved rounds;"
+    print(f"{args.size}x{args.size}, ms per image ({args.clock} clock), median of "
+          f"{args.repeats} interleaved rounds;"
           f" Sim3DR {'found' if sim else 'not importable (see the README to build it)'};"
           f" numba {'available' if numba_ok else 'NOT importable: numba rows are torch'}")
     if args.startup and numba_ok:
@@ -273,19 +299,19 @@ def main(argv=None) -> int:
         drawn = mesh.whole_image() if mesh_name == "whole-image" else mesh
         print(f"\n{mesh_name} mesh ({drawn.triangles.shape[0]} triangles):")
         print(f"{'job':11s} {'batch':>5s} {'thr':>3s} {'sim3dr':>8s} {'torch':>8s} "
-              f"{'numba':>8s} {'torch/numba':>11s} {'numba/sim3dr':>12s}")
+              f"{'ras-only':>8s} {'numba':>8s} {'torch/numba':>11s} {'numba/sim3dr':>12s}")
         for job in args.jobs:
             for batch in args.batches:
                 for threads in args.threads:
                     torch.set_num_threads(threads)
                     fns, (dst, tri) = candidates(job, mesh_name, face, mesh, batch, args.size,
                                                  sim)
-                    ms = median_ms(fns, args.repeats, batch)
+                    ms = median_ms(fns, args.repeats, batch, args.clock)
                     results[mesh_name, job, batch, threads] = ms
                     sim_ms = ms.get("sim3dr")
                     ratio = f"{ms['numba'] / sim_ms:12.2f}" if sim_ms else f"{'-':>12s}"
-                    print(f"{job:11s} {batch:5d} {threads:3d} "
-                          f"{sim_ms if sim_ms else float('nan'):8.2f} {ms['torch']:8.2f} "
+                    print(f"{job:11s} {batch:5d} {threads:3d} {_ms(ms, 'sim3dr', 8)} "
+                          f"{ms['torch']:8.2f} {_ms(ms, 'raster-only', 8)} "
                           f"{ms['numba']:8.2f} {ms['torch'] / ms['numba']:11.1f} {ratio}",
                           flush=True)
         if sim is not None:
