@@ -59,8 +59,8 @@ from face3d.cli import (
     claim_folder,
     non_negative_int,
     output_folder,
-    remove_stale_temps,
 )
+from face3d.fileio import remove_stale_temps
 from models.inference import FitterWithNotice, load_generator, pose_name
 from options.base_options import OptionsError, resolve_device
 from options.test_options import TestOptions
@@ -193,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for line in (note, f"removed {remove_stale_temps(out_dir)} temp file(s) an interrupted "
-                       f"run left in {out_dir}"):
-        if line and not line.startswith("removed 0 "):
-            print(line)
+    if note:
+        print(note)
+    stale = remove_stale_temps(out_dir)  # of killed writers only
+    if stale:
+        print(f"removed {stale} temp file(s) an interrupted run left in {out_dir}")
     describer, id_message = None, "identity metrics off (--no_identity)"
     if not opt.no_identity:
         from util.identity import load_describer

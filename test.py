@@ -51,9 +51,8 @@ from face3d.cli import (
     OutputFolderError,
     claim_folder,
     output_folder,
-    remove_stale_temps,
 )
-from face3d.fileio import atomic_write
+from face3d.fileio import atomic_write, remove_stale_temps
 from models.inference import (
     FitterWithNotice,
     face_tensors,

@@ -226,19 +226,3 @@ def claim_folder(folder: str, settings: dict, overwrite: bool, marker: str,
         json.dump({"format": 1, "settings": settings}, f, indent=1, sort_keys=True)
         f.write("\n")
     return line
-
-
-def remove_stale_temps(folder: str) -> int:
-    """Delete the temp files (``face3d.fileio.atomic_write``'s ``.tmp_<name>.<12 hex>``) a
-    killed run left under ``folder``; returns how many."""
-    pattern = re.compile(r"^\.tmp_.+\.[0-9a-f]{12}$")
-    n = 0
-    for top, _, files in os.walk(folder):
-        for name in files:
-            if pattern.match(name):
-                try:
-                    os.remove(os.path.join(top, name))
-                    n += 1
-                except OSError:  # gone already, or another run's file in flight
-                    pass
-    return n

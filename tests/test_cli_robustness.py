@@ -419,8 +419,15 @@ def test_kill_9_leaves_complete_files_and_the_rerun_matches(tmp_path, example_di
 
 def test_stale_temp_files_are_removed(tmp_path, example_dir, fits, monkeypatch, capsys):
     probe_dataset(monkeypatch, tmp_path / "ds", example_dir, fits, ["astronaut.png"])
-    stale = tmp_path / "res" / "r" / "astronaut" / ".tmp_yaw+0.png.0123456789ab"
-    stale.parent.mkdir(parents=True)
+    from face3d import fileio
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    folder = tmp_path / "res" / "r" / "astronaut"
+    folder.mkdir(parents=True)
+    # what atomic_write leaves when its writer is killed (named after the dead writer)
+    stale = folder / os.path.basename(fileio.temp_path_for(str(folder / "yaw+0.png")))
+    stale = stale.with_name(stale.name.replace(f"~{os.getpid()}~", f"~{dead}~"))
     stale.write_bytes(b"\x89PNG half")
     assert run_test(tmp_path, "--dataset", "probe") == 0
     assert not stale.exists()

@@ -35,6 +35,7 @@ import json
 import os
 import pickle
 import random
+import re
 
 import numpy as np
 import torch
@@ -107,14 +108,18 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
 
 def _weights_only_reason(message: str) -> tuple[bool, str]:
     """(refused for safety?, what torch's weights_only unpickler objected to), from its
-    message, without its advice to load with weights_only=False."""
+    message, without its advice to load with weights_only=False. A pickle that names a
+    Python global (a class, or a function such as os.system) is refused; anything else is
+    damage."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return True, f"a Python object ({found.group(1)}) other than tensors and plain values"
     detail = message.split("WeightsUnpickler error:", 1)[-1]
-    lines = [line.strip() for line in detail.splitlines() if line.strip()]
-    first = lines[0] if lines else "not a torch.save file"
-    if "Unsupported global" in detail or "Unsupported class" in detail:
-        name = first.split("GLOBAL", 1)[-1].split(" was not")[0].strip()
-        return True, f"a Python object ({name}) other than tensors and plain values"
-    return False, f"UnpicklingError: {first[:200]}"
+    lines = [line.strip() for line in detail.splitlines() if line.strip()
+             and not any(hint in line for hint in ("weights_only", "Weights only load failed",
+                                                   "Check the documentation",
+                                                   "Please file an issue"))]
+    return False, f"UnpicklingError: {(lines[0] if lines else 'not a torch.save file')[:200]}"
 
 
 def _first_line(e: BaseException) -> str:

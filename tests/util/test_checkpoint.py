@@ -253,13 +253,19 @@ def test_a_pickled_object_is_refused_for_safety(tmp_path):
 
     from util.checkpoint import load_checkpoint
 
+    class Payload:  # what a malicious file does: call a function when unpickled
+        def __reduce__(self):
+            return os.system, ("echo this must not run",)
+
     path = tmp_path / "latest.pt"
-    torch.save({"nets": {}, "opt": argparse.Namespace(lr=1)}, path)
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint(str(path))
-    message = str(info.value)
-    assert "refused for safety" in message and "argparse.Namespace" in message
-    assert "weights_only" not in message and "\n" not in message
+    for payload, name in [(argparse.Namespace(lr=1), "argparse.Namespace"),
+                          (Payload(), "system")]:
+        torch.save({"nets": {}, "opt": payload}, path)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(str(path))
+        message = str(info.value)
+        assert "refused for safety" in message and name in message
+        assert "weights_only" not in message and "\n" not in message
 
 
 def test_nothing_is_inside_pretrained_but_pretrained(tmp_path):
