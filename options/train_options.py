@@ -8,7 +8,6 @@ import zipfile
 from face3d.cli import (
     non_negative_float,
     non_negative_int,
-    positive_float,
     positive_int,
     unit_interval,
 )
@@ -38,7 +37,8 @@ class TrainOptions(BaseOptions):
                        help="epochs over which the learning rate decays linearly to zero")
         run.add_argument("--max_iters", type=positive_int, default=None,
                          help="stop after this many iterations in total (short trials, tests)")
-        p.add_argument("--lr", type=positive_float, default=0.0002, help="initial learning rate")
+        p.add_argument("--lr", type=non_negative_float, default=0.0002,
+                       help="initial learning rate (0 keeps the weights as they start)")
         p.add_argument("--beta1", type=unit_interval, default=0.0, help="Adam beta1")
         p.add_argument("--beta2", type=unit_interval, default=0.9, help="Adam beta2")
         p.add_argument("--no_TTUR", action="store_true",

@@ -312,7 +312,7 @@ def test_unwritable_output_folders_give_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--lr", "-1"], "argument --lr: must be > 0"),
+    (["--lr", "-1"], "argument --lr: must be >= 0"),
     (["--label_nc", "3"], "argument --label_nc: invalid choice: 3"),
     (["--beta1", "1.5"], "argument --beta1: must be in [0, 1)"),
     (["--lambda_l1", "-1"], "argument --lambda_l1: must be >= 0"),
