@@ -187,8 +187,9 @@ def claim_folder(folder: str, settings: dict, overwrite: bool, marker: str,
     """Make ``folder`` this run's: returns a line for the console ('' for a new folder).
 
     ``settings``: what defines the run's outputs (JSON-serialisable). The folder is free
-    when it holds no earlier outputs (no ``marker`` file and no run record), or when its
-    record has the same settings (a repeat, e.g. after a crash: it is redone in place).
+    when it holds no earlier outputs (no ``marker`` file: a run that stopped before writing
+    any leaves only its record), or when its record has the same settings (a repeat, e.g.
+    after a crash: it is redone in place).
     Otherwise a ``FolderInUseError`` names what differs, unless ``overwrite``: then
     ``remove_previous(folder)`` deletes the earlier run's outputs first. The new record is
     written (atomically) before any output."""
@@ -198,14 +199,16 @@ def claim_folder(folder: str, settings: dict, overwrite: bool, marker: str,
 
     record_path = os.path.join(folder, RUN_RECORD)
     settings = json.loads(json.dumps(settings))  # as it reads back (tuples -> lists ...)
-    old = None  # no earlier run
-    if os.path.exists(record_path):
+    old = None  # no earlier outputs (a record without them: a run that stopped early)
+    if not os.path.exists(os.path.join(folder, marker)):
+        old = None
+    elif os.path.exists(record_path):
         try:
             with open(record_path, encoding="utf-8") as f:
                 old = dict(json.load(f)["settings"])
         except (OSError, ValueError, KeyError, TypeError):
             old = {}  # unreadable: someone else's
-    elif os.path.exists(os.path.join(folder, marker)):
+    else:
         old = {}  # outputs written before runs were recorded
     if old is None:
         line = ""

@@ -262,6 +262,20 @@ def test_folder_with_unrecorded_outputs_is_refused(tmp_path, example_dir, capsys
     assert "another run" in one_error_line(capsys)
 
 
+def test_a_run_that_stopped_before_any_output_does_not_block_the_next(tmp_path, capsys):
+    # evaluate.py records its run, then finds no photos: the corrected command may go on
+    args = ["--out", str(tmp_path / "ev"), "--img", str(tmp_path / "none"), "--no_identity",
+            "--pairs", "0", "--device", "cpu", "--checkpoints_dir", str(tmp_path / "ck")]
+    (tmp_path / "none").mkdir()
+    assert evaluate.main(args) == 2
+    assert "no input photos" in one_error_line(capsys)
+    assert (tmp_path / "ev" / "run.json").exists()
+    from face3d.cli import claim_folder
+
+    assert claim_folder(str(tmp_path / "ev"), {"other": 1}, False, "report.json", None,
+                        "") == ""
+
+
 def test_evaluate_refuses_a_different_evaluation(tmp_path, example_dir, fits, monkeypatch,
                                                  capsys):
     probe_dataset(monkeypatch, tmp_path / "ds", example_dir, fits, ["astronaut.png"])
