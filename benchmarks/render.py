@@ -109,9 +109,15 @@ def mediapipe_face(size: int):
             fit = fitter.fit(rgb)
     except ImportError:  # e.g. a GPU box without mediapipe: use the example dataset's fit
         from data.registry import get_dataset
-        from face3d.fit import load_fit
+        from face3d.fit import find_fit, load_fit
 
-        fit = load_fit(os.path.join(get_dataset("example")["fits_dir"], "astronaut.npz"))
+        example = get_dataset("example")
+        path = find_fit("astronaut.png", example["fits_dir"], example["prefix"])
+        if path is None:
+            raise SystemExit("error: mediapipe is not installed and the example dataset has no "
+                             "astronaut fit: run `python test.py --dataset example` once where "
+                             "mediapipe is") from None
+        fit = load_fit(path)
     crop, fit, _ = align(rgb, fit, size)
     image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None]  # noqa: E731
