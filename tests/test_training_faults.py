@@ -8,8 +8,10 @@ run of the same length, bit for bit (checkpoints hold every RNG state)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -106,14 +108,14 @@ def test_kill_9_at_random_points_then_resume_equals_a_straight_run(tmp_path):
             assert time.monotonic() < deadline, "the run did not start training"
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 0.6))
-        if proc.poll() is not None:  # it finished before the kill: try again from scratch
-            proc.communicate()
+        with contextlib.suppress(ProcessLookupError):  # (it may have just finished)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if proc.returncode != -signal.SIGKILL:  # it finished before the kill: start over
+            assert proc.returncode == 0
             for p in run.glob("*.pt"):
                 p.unlink()
             continue
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        assert proc.returncode == -signal.SIGKILL
         killed_at.append(check_files_on_disk(run))
     assert len(killed_at) == KILLS
 
@@ -126,7 +128,9 @@ def test_kill_9_at_random_points_then_resume_equals_a_straight_run(tmp_path):
     assert list(run.glob(".tmp_latest.pt*")) and check_files_on_disk(run) == killed_at[-1]
 
     out = finish(tiny_run(tmp_path, "killed", "--continue_train"))
-    assert "removed 1 temp file(s)" in out
+    # (more than one when the last kill also landed in a write)
+    removed = re.search(r"removed (\d+) temp file\(s\)", out)
+    assert removed and int(removed[1]) >= 1, out
     assert "resumed from" in out and "Traceback" not in out
     assert check_files_on_disk(run) == TARGET
     assert not list(run.rglob(".tmp_*"))  # the temp files of killed writes are cleaned up
