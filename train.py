@@ -138,6 +138,13 @@ def weights_digest(model, names) -> dict[str, str]:
     return out
 
 
+def remove_empty(folders: list[str]) -> None:
+    """rmdir each of ``folders`` (deepest first) that is still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def read_checkpoint(load, path: str, flag: str):
     """``load(path)`` (a checkpoint or generator reader) with every way a file can be bad
     as one CheckpointError line that names ``flag`` and the file."""
@@ -257,13 +264,11 @@ class Run:
             raise OptionsError(f"{self.run_dir} is inside {os.path.relpath(shipped)}, the shipped "
                                "model's folder: pick another --checkpoints_dir (export a "
                                "generator there with experiments/export_generator.py)")
-        made_dir = self._check_run_dir() if self.is_main else False
+        made = self._check_run_dir() if self.is_main else []
         try:
             self._set_up()
         except BaseException:
-            if made_dir:  # leave no empty folder behind for a run that never started
-                with contextlib.suppress(OSError):
-                    os.rmdir(self.run_dir)
+            remove_empty(made)  # leave no empty folder behind for a run that never started
             raise
 
     def _set_up(self):
@@ -347,22 +352,24 @@ class Run:
     def note(self, text: str, err: bool = False):
         self.notes.append((text, err))
 
-    def _check_run_dir(self) -> bool:
-        """The run folder exists (made here: returns True) and takes files, else one error."""
+    def _check_run_dir(self) -> list[str]:
+        """The run folder exists and takes files, else one error. Returns the folders made
+        here, deepest first."""
         run_dir = self.run_dir
         for path, what in ((self.opt.checkpoints_dir, "--checkpoints_dir"),
                            (run_dir, "the run folder")):
             if os.path.exists(path) and not os.path.isdir(path):
                 raise OptionsError(f"{what} {path} is a file, not a folder")
-        made = not os.path.isdir(run_dir)
+        made, folder = [], os.path.abspath(run_dir)
+        while not os.path.exists(folder):
+            made.append(folder)
+            folder = os.path.dirname(folder)
         try:
             os.makedirs(run_dir, exist_ok=True)
             with tempfile.TemporaryFile(dir=run_dir):
                 pass
         except OSError as e:
-            if made:
-                with contextlib.suppress(OSError):
-                    os.rmdir(run_dir)
+            remove_empty(made)
             raise OptionsError(f"cannot write the run folder {run_dir} (--checkpoints_dir "
                                f"{self.opt.checkpoints_dir}, --name {self.opt.name}): "
                                f"{e.strerror or e}") from None

@@ -819,10 +819,10 @@ def test_unreadable_vgg_weights_give_one_line(tmp_path, capsys, kind):
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("archive/data.pkl", b"junk")
     argv = run_args(tmp_path, "vgg", "--model", "rotate", "--vgg_weights", str(path),
-                    "--max_iters", "1")
+                    "--max_iters", "1", "--checkpoints_dir", str(tmp_path / "new" / "deep"))
     assert train.main(argv) == 2
     assert_one_line_error(capsys.readouterr().err, "--vgg_weights", str(path))
-    assert not (tmp_path / "vgg").exists()
+    assert not (tmp_path / "new").exists()  # no folder (nor its parents) for a run that never ran
 
 
 @pytest.mark.parametrize("kind", ["file", "below-a-file", "run-folder-is-a-file", "unwritable"])
