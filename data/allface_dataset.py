@@ -21,7 +21,7 @@ from data.registry import DATASET_MODES
 from face3d.align import align
 from face3d.batch_fit import list_path_of, printable, read_list
 from face3d.fileio import atomic_write
-from face3d.fit import FitFileError, find_fit, load_fit
+from face3d.fit import FitFileError, FitFormatError, find_fit, load_fit
 from face3d.imageio import IMAGE_EXTENSIONS, list_images, read_image
 
 
@@ -78,7 +78,8 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
             os.utime(failed_file, (started, started))
         failures = read_failures(failed_file)
     usable = [r for r in relpaths if find_fit(r, fits_dir, prefix)]
-    excluded = [r for r in relpaths if r not in set(usable)]
+    usable_set = set(usable)
+    excluded = [r for r in relpaths if r not in usable_set]
     if excluded:
         print(exclusion_summary(name, excluded, len(relpaths), failures, failed_file))
     if not usable:
@@ -86,8 +87,10 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
                            f"(see {failed_file})")
     try:  # fits written by an older format would fail later, mid-training: say so now
         load_fit(find_fit(usable[0], fits_dir, prefix))
-    except FitFileError as e:
+    except FitFormatError as e:
         raise DatasetError(f"dataset {name!r}: {e} (or delete {fits_dir})") from None
+    except FitFileError:  # one damaged fit: that photo fails on its own where it is used
+        pass
     return usable
 
 

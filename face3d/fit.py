@@ -24,6 +24,11 @@ class FitFileError(ValueError):
     """A fit file that is missing, unreadable or lacks required fields."""
 
 
+class FitFormatError(FitFileError):
+    """A fit file written in an older format: every fit of that fitting run needs a refit,
+    so a dataset reports it once, up front, rather than per photo."""
+
+
 @dataclasses.dataclass
 class Fit:
     """One fitted face.
@@ -189,7 +194,7 @@ def load_fit(path: str | os.PathLike) -> Fit:
     except _BadField as e:
         raise FitFileError(f"fit file field 'format_version' {e}: {path}") from None
     if version != FORMAT_VERSION:  # first: an old file gets "refit", not a field error
-        raise FitFileError(f"fit file has format {version}, this version reads "
+        raise FitFormatError(f"fit file has format {version}, this version reads "
                            f"{FORMAT_VERSION}; refit (3ddfa/inference.py --overwrite): {path}")
     kw = {}
     for n in names:

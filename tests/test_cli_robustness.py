@@ -182,8 +182,8 @@ def test_bad_fits_fail_per_photo(tmp_path, example_dir, fits, monkeypatch, capsy
              "lmk5.png": fit_arrays(fits, landmarks5=np.zeros((3, 2))),
              "text_vertices.png": fit_arrays(fits, vertices=np.full((468, 3), "a"))}
     root = probe_dataset(monkeypatch, tmp_path / "ds", example_dir, fits,
-                         # a good fit first: data/ checks the first fit's format
-                         ["grace_hopper.jpg"] + list(cases), cases)
+                         # a bad fit first: only an older format stops a whole dataset
+                         list(cases) + ["grace_hopper.jpg"], cases)
     for name in cases:
         shutil.copy(example_dir / "astronaut.png", root / "img" / name)
     assert run_test(tmp_path, "--dataset", "probe") == 0
@@ -201,7 +201,6 @@ def test_bad_fits_fail_per_photo(tmp_path, example_dir, fits, monkeypatch, capsy
 
 
 def test_every_photo_failing_exits_1_with_a_manifest(tmp_path, example_dir, fits, monkeypatch):
-    # (a bad *first* fit stops a dataset run in data/, before test.py sees the photos)
     root = probe_dataset(monkeypatch, tmp_path / "ds", example_dir, fits, ["broken.png"],
                          {"broken.png": fit_arrays(fits)})
     (root / "img" / "broken.png").write_bytes(b"not an image")

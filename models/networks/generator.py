@@ -64,7 +64,8 @@ class RotateGenerator(BuiltFromArgs, nn.Module):
     @staticmethod
     def modify_commandline_options(parser, is_train):
         add_flag(parser, "--n_downsample_G", type=int, default=3,
-             help="stride-2 downsampling stages in the generator (crop_size must divide 2**N)")
+             help="stride-2 downsampling stages in the generator "
+                  "(crop_size must be divisible by 2**N)")
         add_flag(parser, "--n_blocks_G", type=int, default=9,
              help="residual blocks at the generator's bottleneck")
         return parser

@@ -107,3 +107,24 @@ def test_an_interrupted_merge_is_finished_by_the_next_start(tmp_path, capsys):
 ])
 def test_reason_kinds(reason, kind):
     assert reason_kind(reason) == kind
+
+
+def test_only_an_older_fit_format_stops_the_dataset(tmp_path, capsys):
+    """An older format means every fit of that run needs a refit: one error up front. A
+    damaged first fit is that photo's problem alone (it fails where it is used)."""
+    import numpy as np
+
+    from data.allface_dataset import DatasetError
+    from face3d.fit import fit_path_for
+
+    root, entry = dataset(tmp_path)
+    prepare_dataset(entry, "ds", progress=False)
+    first = fit_path_for("ann/0.png", entry["fits_dir"])
+    with np.load(first) as z:
+        arrays = dict(z)
+    np.savez(first, **{**arrays, "vertices": np.zeros((400, 3), np.float32)})
+    assert prepare_dataset(entry, "ds", progress=False) == ["ann/0.png", "ann/1.png",
+                                                            "bob/0.png"]
+    np.savez(first, **{**arrays, "format_version": np.asarray(1)})
+    with pytest.raises(DatasetError, match="format 1.*refit"):
+        prepare_dataset(entry, "ds", progress=False)
