@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import torch
 
-from render.renderer import FaceMesh, rotated_view, scope_problems
+from render.renderer import FaceMesh, scope_problems, source_view
 from render.settings import RenderSettings
 from util.checkpoint import adopt_options, checkpoint_path, load_generator_file, pretrained_path
 
@@ -189,16 +189,15 @@ def rotate(faces: dict, poses, mesh: FaceMesh, settings: RenderSettings, model=N
     device = faces["image"].device
     parts = []
     with torch.no_grad():
+        # the source pose's raster and masks once per photo, not once per pose
+        source = source_view(faces["image"], faces["vertices"], faces["rotation"],
+                             faces["scale"], faces["translation"], mesh, settings)
         for s in range(0, len(views), step):
             chunk = views[s:s + step]
             idx = torch.tensor([i for i, _, _ in chunk], device=device)
-            rep = {k: faces[k].index_select(0, idx)
-                   for k in ("image", "vertices", "rotation", "scale", "translation")}
-            view = rotated_view(rep["image"], rep["vertices"], rep["rotation"], rep["scale"],
-                                rep["translation"],
-                                torch.tensor([y for _, y, _ in chunk], device=device),
-                                torch.tensor([p for _, _, p in chunk], device=device), mesh,
-                                settings=settings)
+            view = source.select(idx).rotated_view(
+                torch.tensor([y for _, y, _ in chunk], device=device),
+                torch.tensor([p for _, _, p in chunk], device=device), settings)
             view["output"] = view["image"]
             if model is not None:
                 view["output"] = repair(model, view["image"], view["landmarks"],
