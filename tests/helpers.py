@@ -57,3 +57,26 @@ def write_tiny_checkpoint(root, name: str = "tiny", extra=(), iteration: int = 0
     return Checkpointer(os.path.join(str(root), name)).save(
         "latest", trainer.nets(), trainer.optimizers, settings=model.settings(),
         options=vars(opt), iteration=iteration, epoch=1, epoch_iter=iteration, rng=rng_state())
+
+
+def assert_same_state(a, b, where: str = "", exact: bool = True):
+    """Two saved states (dicts / lists of tensors and plain values) equal, recursively:
+    tensors bit for bit (``exact``) or to float32 round-off; ``where`` names the key path in
+    a failure."""
+    import torch
+
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}/{k}", exact)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]", exact)
+    elif torch.is_tensor(a):
+        if exact:
+            assert torch.equal(a, b), where
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=where)
+    else:
+        assert a == b, where

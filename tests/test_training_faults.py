@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_state
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,22 +74,6 @@ def check_files_on_disk(run: Path) -> int:
     return load(latest)["iteration"] if latest.exists() else 0
 
 
-def assert_identical(a, b, where: str):
-    """Equal bit for bit (tensors with torch.equal), recursively through dicts and lists."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            assert_identical(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_identical(x, y, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
-
-
 def test_kill_9_at_random_points_then_resume_equals_a_straight_run(tmp_path):
     finish(tiny_run(tmp_path, "straight"))
     straight = load(tmp_path / "straight" / "latest.pt")
@@ -136,5 +121,5 @@ def test_kill_9_at_random_points_then_resume_equals_a_straight_run(tmp_path):
     assert not list(run.rglob(".tmp_*"))  # the temp files of killed writes are cleaned up
     resumed = load(run / "latest.pt")
     for key in ("nets", "optimizers", "iteration", "epoch", "epoch_iter"):
-        assert_identical(straight[key], resumed[key], f"{key} (kills at {killed_at})")
+        assert_same_state(straight[key], resumed[key], f"{key} (kills at {killed_at})")
     print(f"killed at latest.pt iterations {killed_at}", file=sys.stderr)
