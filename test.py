@@ -211,11 +211,15 @@ class RunLog:
             return self._files.enter_context(
                 open(os.path.join(out_dir, name), "w", encoding="utf-8", **kw))
 
-        self.manifest_file = create("manifest.csv", newline="")
-        self.manifest = csv.writer(self.manifest_file)
-        self.manifest.writerow(["input", "yaw", "pitch", "output", "mode"])
-        self.landmarks = create("rotated_landmarks.txt")
-        self.failures_file = create("failures.txt")
+        try:
+            self.manifest_file = create("manifest.csv", newline="")
+            self.manifest = csv.writer(self.manifest_file)
+            self.manifest.writerow(["input", "yaw", "pitch", "output", "mode"])
+            self.landmarks = create("rotated_landmarks.txt")
+            self.failures_file = create("failures.txt")
+        except BaseException:  # e.g. a full disk at the second file: close the first
+            self._files.close()
+            raise
         self.failures: list[tuple[str, str]] = []
         self._sync()
 
@@ -231,11 +235,16 @@ class RunLog:
         self._sync()
 
     def _sync(self):
+        # flushed per photo: a crashed or killed process loses nothing it reported (the
+        # images themselves are flushed, not fsynced, so fsyncing these per photo would not
+        # survive a power cut either, and costs hours on a network disk for a million)
+        for f in (self.manifest_file, self.landmarks, self.failures_file):
+            f.flush()
+
+    def close(self):
         for f in (self.manifest_file, self.landmarks, self.failures_file):
             f.flush()
             os.fsync(f.fileno())
-
-    def close(self):
         self._files.close()
 
 

@@ -64,7 +64,8 @@ def prepare_dataset(entry: dict, name: str, max_size: int | None = None,
     missing = [r for r in relpaths if not find_fit(r, fits_dir, prefix)]
     retried = [r for r in missing if r in failures and _changed_since(
         os.path.join(prefix, r), failed_file)]
-    todo = [r for r in missing if r not in failures or r in retried]
+    retried_set = set(retried)  # sets: a million photos must not cost n^2 membership tests
+    todo = [r for r in missing if r not in failures or r in retried_set]
     if todo:
         from face3d.batch_fit import labels_for, run
 

@@ -152,7 +152,8 @@ def collect_inputs(img_list: str | None, img_prefix: str | None, img: str | None
     if unlistable:  # realign_lmk and failures.txt are one photo per line, tab-separated
         print(f"warning: skipping {len(unlistable)} photos whose names hold a line break or "
               f"tab (rename them), e.g. {printable(repr(unlistable[0]))}", file=sys.stderr)
-        rel = [r for r in rel if r not in unlistable]
+        skip = set(unlistable)
+        rel = [r for r in rel if r not in skip]
     return img, rel
 
 

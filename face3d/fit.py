@@ -255,8 +255,8 @@ def _photos_with_stem(folder: str, stem: str) -> int:
             base, ext = os.path.splitext(name)
             if ext.lower() in IMAGE_EXTENSIONS:
                 counts[base] = counts.get(base, 0) + 1
-        if len(_STEMS) > 10_000:
-            _STEMS.clear()
+        if len(_STEMS) > 10_000:  # bounded: drop the oldest folder, not the whole cache
+            _STEMS.pop(next(iter(_STEMS)))
         cached = _STEMS[folder] = (mtime, counts)
     return cached[1].get(stem, 0)
 
@@ -274,6 +274,11 @@ def find_fit(image_relpath: str, save_dir: str, prefix: str | None = None) -> st
     old = legacy_fit_path(image_relpath, save_dir)
     if prefix is None or not os.path.exists(old):
         return None
+    from face3d.imageio import IMAGE_EXTENSIONS
+
     photo = os.path.join(prefix, image_relpath)
     stem = os.path.splitext(os.path.basename(photo))[0]
+    if os.path.splitext(stem)[1].lower() in IMAGE_EXTENSIONS:
+        # x.jpg.png's old name x.jpg.npz is the current name of x.jpg's fit: never borrow it
+        return None
     return old if _photos_with_stem(os.path.dirname(photo) or ".", stem) <= 1 else None

@@ -183,7 +183,8 @@ class BaseOptions:
 def check_name(name: str) -> None:
     """--name names a folder under --checkpoints_dir / --results_dir: it must stay inside."""
     parts = name.replace("\\", "/").split("/")
-    if not name.strip() or os.path.isabs(name) or ".." in parts or name.strip() in (".", "./"):
+    if (not name.strip() or os.path.isabs(name) or ".." in parts
+            or all(p.strip() in ("", ".") for p in parts)):  # ".", "./.", ".//": the base
         raise OptionsError(f"--name {name!r}: give a folder name (no absolute path, no '..', "
                            "not empty), e.g. --name my_run")
 

@@ -103,7 +103,11 @@ def check_vgg_weights(path: str) -> None:
                            f"vgg19-dcbb9e9d.pth{skip}")
     if not os.path.isfile(path):
         raise OptionsError(f"--vgg_weights {path}: file not found{skip}")
-    # torch.save writes a zip archive (since torch 1.6; torchvision's file is one)
-    if os.path.getsize(path) == 0 or not zipfile.is_zipfile(path):
+    # torch.save writes a zip archive since torch 1.6; before that (torchvision's 2017
+    # vgg19-dcbb9e9d.pth among them) a pickle stream, which opens with protocol 2's b"\x80\x02"
+    with open(path, "rb") as f:
+        legacy = f.read(2) == b"\x80\x02"
+    if os.path.getsize(path) == 0 or not (legacy or zipfile.is_zipfile(path)):
         raise OptionsError(f"--vgg_weights {path}: not a PyTorch weights file (torch.save's "
-                           f"zip format); expected torchvision's vgg19-dcbb9e9d.pth{skip}")
+                           f"zip or legacy format); expected torchvision's "
+                           f"vgg19-dcbb9e9d.pth{skip}")

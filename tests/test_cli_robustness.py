@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,7 +164,7 @@ def test_dataset_list_paths_never_leave_the_results_dir(tmp_path, example_dir, f
 
 
 def test_name_must_stay_inside(tmp_path, capsys):
-    for name in ("../escaped", "/abs", "", "."):
+    for name in ("../escaped", "/abs", "", ".", "./.", ".//"):
         assert exit_code(rotate_cli.main, ["--name", name, "--results_dir",
                                            str(tmp_path)]) == 2
         assert "--name" in one_error_line(capsys)
@@ -357,6 +358,12 @@ def test_junk_vgg_weights_are_refused_when_parsed(tmp_path):
         assert needle in str(info.value)
     # without the VGG loss the file is not needed
     TrainOptions().parse(["--vgg_weights", str(junk), "--no_vgg_loss", "--device", "cpu"])
+    # torchvision's own vgg19-dcbb9e9d.pth predates torch 1.6: the legacy (non-zip) format
+    legacy = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, legacy,
+               _use_new_zipfile_serialization=False)
+    assert TrainOptions().parse(["--vgg_weights", str(legacy), "--device", "cpu"]
+                                ).vgg_weights == str(legacy)
 
 
 @pytest.mark.parametrize("main, argv, needle", [

@@ -84,6 +84,12 @@ def test_old_name_fits_are_read_when_unambiguous(tmp_path, capsys):
     assert (out / "twin.jpg.npz").exists() and (out / "twin.png.npz").exists()
     assert legacy_fit_path("a/b.c.jpg", "o") == os.path.join("o", "a", "b.c.npz")
     assert fit_path_for("a/b.c.jpg", "o") == os.path.join("o", "a", "b.c.jpg.npz")
+    # x.jpg.png's old name, x.jpg.npz, is x.jpg's fit under the current name: not borrowed
+    write_photo(tmp_path / "in" / "x.jpg", 4)
+    write_photo(tmp_path / "in" / "x.jpg.png", 5)
+    old.save(out / "x.jpg.npz")
+    assert find_fit("x.jpg", str(out), str(tmp_path / "in")) == str(out / "x.jpg.npz")
+    assert find_fit("x.jpg.png", str(out), str(tmp_path / "in")) is None
 
 
 def test_symlink_loop_fits_each_photo_once(tmp_path, capsys):
