@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 import uuid
 
 # Before Gradio is imported: it reads this once. No usage reports, no version check.
@@ -94,7 +95,11 @@ def build_app(demo, gif_dir: str):
         if not isinstance(state, Prepared):
             gr.Warning("upload a photo or pick an example first")
             return None
-        # one file per click: two sessions sweeping photos of the same name never collide
+        # one file per click: two sessions sweeping photos of the same name never collide;
+        # those older than an hour go, so a demo left running does not fill the disk
+        for old in os.scandir(gif_dir):
+            if old.name.endswith(".gif") and time.time() - old.stat().st_mtime > 3600:
+                os.remove(old.path)
         path = os.path.join(gif_dir, f"{os.path.splitext(state.name)[0]}_sweep_"
                                      f"{uuid.uuid4().hex[:8]}.gif")
         return demo.sweep_gif(state, path)

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import threading
 
 import numpy as np
 import torch
@@ -108,6 +109,9 @@ class Demo:
         self.fitter = fitter or LazyFitter()
         self.mesh = FaceMesh.mediapipe(self.device)
         self._cache: collections.OrderedDict[str, Prepared] = collections.OrderedDict()
+        # Gradio runs each event listener in its own queue, so an upload, an example click
+        # and a slider can arrive at once: one MediaPipe fitter and one CPU, one at a time
+        self._lock = threading.RLock()
 
     def warm_up(self) -> None:
         """Build MediaPipe's graphs and run the first frame now (seconds: graphs, compiled
@@ -120,6 +124,10 @@ class Demo:
     # ------------------------------------------------------------------ one photo, once
     def prepare(self, photo, name: str | None = None) -> Prepared | str:
         """A path or an HxWx3 uint8 RGB array -> ``Prepared``, or a one-line message."""
+        with self._lock:
+            return self._prepare(photo, name)
+
+    def _prepare(self, photo, name: str | None) -> Prepared | str:
         if isinstance(photo, (str, os.PathLike)):
             path = os.fspath(photo)
             name = name or os.path.basename(path)
@@ -163,8 +171,9 @@ class Demo:
         generator's repair, or the render without a model), render, masks (the picture of
         what the generator is told), each (S, S, 3) uint8; and the hidden and stretched
         fractions of the crop."""
-        views = rotate(state.face, [(float(yaw), None if pitch is None else float(pitch))],
-                       self.mesh, self.settings, self.model)
+        with self._lock:
+            views = rotate(state.face, [(float(yaw), None if pitch is None else float(pitch))],
+                           self.mesh, self.settings, self.model)
         hidden, stretched = views["hidden"][0, 0].bool(), views["stretched"][0, 0].bool()
         return dict(output=to_uint8(views["output"])[0], render=to_uint8(views["image"])[0],
                     masks=mask_picture(views["coverage"][0, 0].bool(), hidden, stretched),
@@ -176,8 +185,9 @@ class Demo:
         """A looping GIF of the outputs turning through ``yaws`` and back; returns ``path``."""
         from PIL import Image
 
-        out = to_uint8(rotate(state.face, [(float(y), None) for y in yaws], self.mesh,
-                              self.settings, self.model)["output"])
+        with self._lock:
+            out = to_uint8(rotate(state.face, [(float(y), None) for y in yaws], self.mesh,
+                                  self.settings, self.model)["output"])
         frames = [Image.fromarray(a) for a in np.concatenate([out, out[-2:0:-1]])]
         buf = io.BytesIO()
         frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
