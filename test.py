@@ -53,10 +53,10 @@ from face3d.cli import (
     output_folder,
 )
 from face3d.fileio import atomic_write, remove_stale_temps
+from face3d.fit import fit_problem
 from models.inference import (
     FitterWithNotice,
     face_tensors,
-    fit_problem,
     load_generator,
     pose_name,
     problem,

@@ -15,7 +15,8 @@ from evaluation.evaluator import EvalRun, ScoredPhoto
 from evaluation.registry import EVALUATORS
 from evaluation.report import Example, save_png
 from face3d.align import align
-from models.inference import face_tensors, fit_problem, pose_name, problem
+from face3d.fit import fit_problem
+from models.inference import face_tensors, pose_name, problem
 from util.visualizer import to_uint8
 
 REPORT_VERSION = 1

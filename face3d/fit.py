@@ -196,21 +196,39 @@ def load_fit(path: str | os.PathLike) -> Fit:
     if version != FORMAT_VERSION:  # first: an old file gets "refit", not a field error
         raise FitFormatError(f"fit file has format {version}, this version reads "
                            f"{FORMAT_VERSION}; refit (3ddfa/inference.py --overwrite): {path}")
+    try:
+        return Fit(**_checked(data))
+    except _BadField as e:
+        raise FitFileError(f"fit file {e}: {path}") from None
+
+
+def _checked(values: dict) -> dict:
+    """Every field of a fit (name -> value) checked: the ``Fit`` keyword arguments, or
+    ``_BadField`` naming the first field that is wrong."""
     kw = {}
-    for n in names:
+    for n in (f.name for f in dataclasses.fields(Fit)):
         try:
-            kw[n] = _field(n, data[n])
+            kw[n] = _field(n, np.asarray(values[n]))
         except _BadField as e:
-            raise FitFileError(f"fit file field {n!r} {e}: {path}") from None
+            raise _BadField(f"field {n!r} {e}") from None
     if kw["scale"] <= 0:
-        raise FitFileError(f"fit file field 'scale' is {kw['scale']}, expected > 0: {path}")
+        raise _BadField(f"field 'scale' is {kw['scale']}, expected > 0")
     if kw["num_faces"] < 1:
-        raise FitFileError(f"fit file field 'num_faces' is {kw['num_faces']}, expected >= 1: "
-                           f"{path}")
+        raise _BadField(f"field 'num_faces' is {kw['num_faces']}, expected >= 1")
     R = kw["rotation"].astype(np.float64)
     if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
-        raise FitFileError(f"fit file field 'rotation' is not a rotation matrix: {path}")
-    return Fit(**kw)
+        raise _BadField("field 'rotation' is not a rotation matrix")
+    return kw
+
+
+def fit_problem(fit: Fit) -> str:
+    """Why a ``Fit`` (from a file, the fitter, or made by hand) cannot be used, or '': the
+    checks ``load_fit`` makes, for fits that never were a file."""
+    try:
+        _checked({f.name: getattr(fit, f.name) for f in dataclasses.fields(Fit)})
+    except _BadField as e:
+        return f"fit {e}"
+    return ""
 
 
 def _inside(rel: str, save_dir: str) -> str:

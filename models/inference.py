@@ -62,31 +62,6 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
 
 # ------------------------------------------------------------------------------ inputs
 
-# (field, shape) of a usable fit: what align, face_tensors and the renderer index.
-FIT_SHAPES = (("vertices", (468, 3)), ("landmarks5", (5, 2)), ("landmarks68", (68, 2)),
-              ("rotation", (3, 3)), ("translation", (3,)))
-
-
-def fit_problem(fit) -> str:
-    """Why a fit (``face3d.fit.Fit``, from a file or the fitter) cannot be used, or ''.
-    A fit file from elsewhere may have another mesh's vertex count or NaNs; without this
-    check the first is a traceback deep in the renderer and the second a blank output."""
-    for field, shape in FIT_SHAPES:
-        value = np.asarray(getattr(fit, field))
-        if value.shape != shape:
-            return f"fit's {field} has shape {value.shape}, expected {shape}"
-        if not np.issubdtype(value.dtype, np.number):
-            return f"fit's {field} is not numeric ({value.dtype})"
-        if not np.isfinite(value).all():
-            return f"fit's {field} holds NaN or infinite values"
-    for field in ("scale", "yaw", "pitch", "roll"):
-        if not np.isfinite(float(getattr(fit, field))):
-            return f"fit's {field} is not a finite number"
-    if float(fit.scale) <= 0:
-        return f"fit's scale is {float(fit.scale):g}, expected > 0"
-    return ""
-
-
 class FitterWithNotice:
     """A ``data.photos.LazyFitter`` that prints one line before it builds MediaPipe (its
     first fit takes ~15 s: the models are loaded), so a run does not look stuck."""
