@@ -36,12 +36,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import io
 import os
 import sys
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from data.photos import LazyFitter, load_photo, photos_of
@@ -52,8 +49,9 @@ from face3d.cli import (
     claim_folder,
     output_folder,
 )
-from face3d.fileio import atomic_write, remove_stale_temps
+from face3d.fileio import remove_stale_temps
 from face3d.fit import fit_problem
+from face3d.imageio import write_png, write_sweep_gif
 from models.inference import (
     FitterWithNotice,
     face_tensors,
@@ -79,14 +77,6 @@ NOT_SETTINGS = ("device", "nThreads", "batchSize", "overwrite", "results_dir", "
 
 def poses(opt) -> list[tuple[float, float | None]]:
     return [(y, p) for y in opt.yaw_poses for p in (opt.pitch_poses or [None])]
-
-
-def save_png(array: np.ndarray, path: str):
-    """Whole file or none: a killed run never leaves a truncated image."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------ names
@@ -351,18 +341,18 @@ def rotate_photo(opt, device, model, mode, photo, key, stem, out_dir, mesh, pose
         return None
     folder = os.path.join(out_dir, stem)
     if opt.align:
-        save_png(crop, os.path.join(folder, "aligned.png"))
+        write_png(crop, os.path.join(folder, "aligned.png"))
     views = rotate(face, pose_list, mesh, settings, model, opt.batchSize, opt.bf16)
     outputs, renders = to_uint8(views["output"]), to_uint8(views["image"])
     manifest, landmark_lines, cells = [], [], []
     for k, (yaw, pitch) in enumerate(pose_list):
         name = pose_name(yaw, pitch)
         out_path = os.path.join(folder, name + ".png")
-        save_png(outputs[k], out_path)
+        write_png(outputs[k], out_path)
         render_path = None
         if model is not None:
             render_path = os.path.join(folder, name + "_render.png")
-            save_png(renders[k], render_path)
+            write_png(renders[k], render_path)
         rel_out = os.path.relpath(out_path, out_dir)
         target_pitch = fit_c.pitch if pitch is None else pitch
         manifest.append((key, yaw, round(target_pitch, 2), rel_out, mode))
@@ -381,14 +371,8 @@ def rotate_photo(opt, device, model, mode, photo, key, stem, out_dir, mesh, pose
 def save_sweep(face, mesh, model, settings, batch_size, path):
     """A yaw sweep -60..60 and back, as a looping GIF (no bf16: a preview); written whole."""
     sweep = [(float(y), None) for y in range(-60, 61, 10)]
-    frames = [Image.fromarray(a) for a in to_uint8(
-        rotate(face, sweep, mesh, settings, model, batch_size)["output"])]
-    frames += frames[-2:0:-1]  # and back again
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=80,
-                   loop=0)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    write_sweep_gif(to_uint8(rotate(face, sweep, mesh, settings, model, batch_size)["output"]),
+                    path, frame_ms=80)
 
 
 def write_page(out_dir, failures, rows, pose_list, mode, opt):

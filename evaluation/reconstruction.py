@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from evaluation.evaluator import MODE_LABEL, Evaluator
-from evaluation.report import fmt, save_png, table
+from evaluation.report import fmt, table
+from face3d.imageio import write_png
 from models.inference import repair
 from render.renderer import sample_target_poses, training_pair
 from util import metrics
@@ -71,7 +72,7 @@ class ReconstructionEvaluator(Evaluator):
         # every mode is scored in one mask: the unfilled pair's when there is one
         first = pairs[min(pairs, key=lambda s: s.symmetric_fill)]
         mask = first["mask"][0, 0].cpu().numpy() > 0.5
-        cells = [(save_png(photo.crop, os.path.join(photo.example.folder, "recon_real.png")),
+        cells = [(write_png(photo.crop, os.path.join(photo.example.folder, "recon_real.png")),
                   f"real (pose a), b = yaw {float(yaw_b[0]):+.0f}")] if photo.example else []
         for mode in run.modes:
             pair = pairs[run.settings(mode)]
@@ -88,7 +89,7 @@ class ReconstructionEvaluator(Evaluator):
                      else run.describer.describe(out_u8, fit.landmarks68))
                 self.scores[mode]["id"].append(metrics.descriptor_distance(photo.descriptor, d))
             if photo.example:
-                path = save_png(out_u8, os.path.join(photo.example.folder, f"recon_{mode}.png"))
+                path = write_png(out_u8, os.path.join(photo.example.folder, f"recon_{mode}.png"))
                 cells.append((path, f"{MODE_LABEL[mode]}: PSNR in mask "
                                     f"{in_mask['psnr']:.1f} dB"))
         if photo.example:

@@ -4,15 +4,14 @@ formats its own section of report.txt with ``fmt`` and ``table``."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 
 import numpy as np
-from PIL import Image
 
 from face3d.fileio import atomic_write
+from face3d.imageio import write_png
 from util.html import HTMLPage
 
 # ------------------------------------------------------------------------------ text
@@ -85,15 +84,6 @@ def write_report(out_dir: str, report: dict, text: str, failures):
                "".join(f"{r}\t{why}\n" for r, why in failures))
 
 
-def save_png(array: np.ndarray, path: str) -> str:
-    """Whole file or none: a killed run never leaves a truncated image."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
-    return path
-
-
 # ------------------------------------------------------------------------------ html
 
 
@@ -109,7 +99,7 @@ class Example:
 
     def __init__(self, rel: str, folder: str, crop: np.ndarray):
         self.rel, self.folder = rel, folder
-        self.source = save_png(crop, os.path.join(folder, "source.png"))
+        self.source = write_png(crop, os.path.join(folder, "source.png"))
         self.rows: dict[str, list] = {}
 
 

@@ -13,9 +13,10 @@ from tqdm import tqdm
 from data.photos import load_photo
 from evaluation.evaluator import EvalRun, ScoredPhoto
 from evaluation.registry import EVALUATORS
-from evaluation.report import Example, save_png
+from evaluation.report import Example
 from face3d.align import align
 from face3d.fit import fit_problem
+from face3d.imageio import write_png
 from models.inference import face_tensors, pose_name, problem
 from util.visualizer import to_uint8
 
@@ -99,9 +100,9 @@ def show_rotations(example: Example, outputs: dict, pose_list):
         row = []
         for k, (yaw, _) in enumerate(pose_list):
             name = pose_name(yaw, None)
-            out_path = save_png(rotations.images[k],
+            out_path = write_png(rotations.images[k],
                                 os.path.join(example.folder, f"{mode}_{name}.png"))
-            render_path = None if renders is None else save_png(
+            render_path = None if renders is None else write_png(
                 renders[k], os.path.join(example.folder, f"{mode}_{name}_render.png"))
             row.append((render_path, out_path, name + "".join(rotations.notes[k])))
         example.rows[mode] = row

@@ -3,6 +3,7 @@ one-line ``ImageReadError``."""
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -101,3 +102,29 @@ def list_images(folder: str, exclude: str | None = None) -> list[str]:
         rel += [os.path.relpath(os.path.join(root, f), folder) for f in sorted(files)
                 if f.lower().endswith(IMAGE_EXTENSIONS)]
     return rel
+
+
+def write_png(array: np.ndarray, path: str) -> str:
+    """An HxWx3 uint8 RGB array as a PNG, whole file or none (a killed run never leaves a
+    truncated image); returns ``path``."""
+    from face3d.fileio import atomic_write
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return path
+
+
+def write_sweep_gif(frames: np.ndarray, path: str, frame_ms: int) -> str:
+    """Frames (N, H, W, 3) uint8 of a sweep as a looping GIF that goes there and back,
+    whole file or none; returns ``path``."""
+    from face3d.fileio import atomic_write
+
+    images = [Image.fromarray(a) for a in np.concatenate([frames, frames[-2:0:-1]])]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                   duration=frame_ms, loop=0)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return path

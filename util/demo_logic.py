@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import io
 import os
 import threading
 
@@ -30,9 +29,8 @@ import torch
 
 from data.photos import LazyFitter
 from face3d.align import align
-from face3d.fileio import atomic_write
 from face3d.fit import Fit
-from face3d.imageio import ImageReadError, read_image
+from face3d.imageio import ImageReadError, read_image, write_sweep_gif
 from models import create_model
 from models.inference import face_tensors, problem, rotate
 from options.test_options import TestOptions
@@ -183,18 +181,10 @@ class Demo:
     def sweep_gif(self, state: Prepared, path: str, yaws=SWEEP_YAWS,
                   frame_ms: int = 100) -> str:
         """A looping GIF of the outputs turning through ``yaws`` and back; returns ``path``."""
-        from PIL import Image
-
         with self._lock:
             out = to_uint8(rotate(state.face, [(float(y), None) for y in yaws], self.mesh,
                                   self.settings, self.model)["output"])
-        frames = [Image.fromarray(a) for a in np.concatenate([out, out[-2:0:-1]])]
-        buf = io.BytesIO()
-        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                       duration=frame_ms, loop=0)
-        with atomic_write(path, "wb") as f:
-            f.write(buf.getvalue())
-        return path
+        return write_sweep_gif(out, path, frame_ms)
 
 
 def mask_picture(coverage, hidden, stretched) -> np.ndarray:
