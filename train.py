@@ -177,12 +177,9 @@ def load_failure(e: BaseException) -> str:
 
 
 def _explained(e: CheckpointError, path: str) -> str:
-    """The reader's message, unless torch refused a pickle that the reader did not call
-    refused (the reader's message keeps one line of torch's; its cause has them all)."""
-    text, cause = str(e), e.__context__
-    if "refused for safety" not in text and isinstance(cause, pickle.UnpicklingError) \
-            and "GLOBAL" in str(cause):
-        return f"{path}: {load_failure(cause)}"
+    """The reader's message (util.checkpoint already says when a pickle is refused for
+    safety), naming the file."""
+    text = str(e)
     return text if path in text else f"{path}: {text}"
 
 
