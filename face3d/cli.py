@@ -20,6 +20,7 @@ import argparse
 import math
 import os
 import re
+import tempfile
 
 _RST_LITERAL = re.compile(r"``([^`]*)``")
 
@@ -145,11 +146,9 @@ def output_folder(path: str, flag: str) -> str:
     """Create ``path`` (and its parents) and check that files can be written in it; a
     one-line ``OutputFolderError`` naming ``flag`` when not (a file in the way, no
     permission, a read-only file system)."""
-    probe = None
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write_test_{os.getpid()}")
-        with open(probe, "w"):
+        with tempfile.TemporaryFile(dir=path):  # unnamed: a kill leaves nothing behind
             pass
     except FileExistsError:
         raise OutputFolderError(f"{flag} {path}: not a folder (a file of that name is in the "
@@ -160,9 +159,6 @@ def output_folder(path: str, flag: str) -> str:
     except OSError as e:
         raise OutputFolderError(f"{flag} {path}: cannot write there "
                                 f"({e.strerror or type(e).__name__})") from None
-    finally:
-        if probe is not None and os.path.exists(probe):
-            os.remove(probe)
     return path
 
 
