@@ -27,16 +27,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data import create_dataset  # noqa: E402
 from models import create_model  # noqa: E402
 from options.base_options import resolve_device  # noqa: E402
-from options.train_options import TrainOptions  # noqa: E402
+from options.train_options import TrainOptions, bf16_supported  # noqa: E402
 from trainers.trainer import Trainer  # noqa: E402
 
 # experiments/train.sh's loss settings (the original's) and its CPU recipe's networks.
 TRAIN_SH_LOSSES = ["--label_nc", "5", "--heatmap_size", "2.5", "--no_gaussian_landmark",
                    "--erode_kernel", "15", "--pose_noise", "--train_rotate", "--lambda_D",
                    "0.75", "--lambda_rotate_D", "0.001", "--lambda_feat", "10"]
-CPU_RECIPE = ["--netG", "blend", "--ngf", "16", "--n_downsample_G", "4", "--n_blocks_G", "2",
-              "--num_D", "1", "--n_layers_D", "3", "--ndf", "16", "--lambda_l1", "10",
-              "--erode_kernel", "15", "--pose_noise", "--lambda_D", "0.75"]
+CPU_NETS = ["--netG", "blend", "--ngf", "16", "--n_downsample_G", "4", "--n_blocks_G", "2",
+            "--num_D", "1", "--n_layers_D", "3", "--ndf", "16", "--lambda_l1", "10",
+            "--erode_kernel", "15", "--pose_noise", "--lambda_D", "0.75"]
+# train.sh's CPU step: D learns from the G step's output; bf16 autocast where the CPU has it.
+CPU_RECIPE = CPU_NETS + ["--reuse_fake"] + (["--bf16"] if bf16_supported("cpu") else [])
 
 CONFIGS = {
     # experiments/train_tiny_cpu.sh
@@ -52,6 +54,10 @@ CONFIGS = {
     # experiments/train.sh without a GPU: the blend generator (CPU_RECIPE), U-Net at 128 px.
     "cpu128": dict(flags=["--crop_size", "128", "--no_blend_downsample", *CPU_RECIPE],
                    spade_flags=[], cpu_batch=8, model="rotate"),
+    # The same networks with SPADE's float32 step (G runs again for the D step): the recipe
+    # shipped model v4 was trained with.
+    "cpu128_fp32": dict(flags=["--crop_size", "128", "--no_blend_downsample", *CPU_NETS],
+                        spade_flags=[], cpu_batch=8, model="rotate"),
     # The same with the U-Net at half resolution (64 px), blended at 128.
     "cpu128_half": dict(flags=["--crop_size", "128", *CPU_RECIPE], spade_flags=[],
                         cpu_batch=8, model="rotate"),
@@ -147,7 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", nargs="+", choices=[*CONFIGS, "both"], default=["both"],
                    help="one or more of: tiny (experiments/train_tiny_cpu.sh), default (256 px), "
                         "cpu_spade128 (train.sh's CPU recipe before the blend generator), "
-                        "cpu128 (train.sh's CPU recipe), cpu128_half, cpu256; "
+                        "cpu128 (train.sh's CPU recipe), cpu128_fp32 (its float32 SPADE step, "
+                        "shipped model v4's), cpu128_half, cpu256; "
                         "both = tiny and default")
     p.add_argument("--model", default="rotatespade",
                    help="rotate or rotatespade (the cpu128/cpu256 configs fix their own)")

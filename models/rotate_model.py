@@ -183,21 +183,24 @@ class RotateModel(nn.Module):
         return self._graphed_pair
 
     # ---------------------------------------------------------------------------- forward
-    def forward(self, data: dict, mode: str):
+    def forward(self, data: dict, mode: str, fake: torch.Tensor | None = None):
+        """``fake``: for the discriminator modes, G's output to score (detached); None runs
+        G on the pair."""
         if mode == "generator":
             return self.generator_loss(data)
         if mode == "generator_rotated":
             return self.generator_rotated_loss(data)
         if mode == "discriminator":
             return self.discriminator_loss(data["input"], data["seg"], data["real"], self.netD,
-                                           "D", self.opt.lambda_D, masks=self.pair_masks(data))
+                                           "D", self.opt.lambda_D, masks=self.pair_masks(data),
+                                           fake=fake)
         if mode == "discriminator_rotated":
             # No photo exists at pose b: the real sample is the photo with the condition of
             # its own pose a, so every sample D_rotate sees is consistent with its condition.
             return self.discriminator_loss(data["rotated"], data["seg_b"], data["real"],
                                            self.netD_rotate, "D_rotate", self.opt.lambda_rotate_D,
                                            real_condition=(data["input"], data["seg"]),
-                                           masks=self.pair_masks(data, rotated=True))
+                                           masks=self.pair_masks(data, rotated=True), fake=fake)
         if mode == "inference":
             with torch.no_grad():
                 image = data["input"]
@@ -263,12 +266,14 @@ class RotateModel(nn.Module):
         return {"G_rotate_GAN": loss}, fake
 
     def discriminator_loss(self, condition, seg, real, netD, prefix="D", weight=1.0,
-                           real_condition=None, masks=None):
-        """D on G(condition, seg[, masks]) (fake) vs ``real``; the real sample is conditioned
-        on ``real_condition`` = (render, seg) when given, else on the same (condition, seg)."""
-        with torch.no_grad():
-            # G is only evaluated here: the unwrapped module skips DDP's bookkeeping.
-            fake = self.run_G(_unwrap(self.netG), condition, seg, masks).detach()
+                           real_condition=None, masks=None, fake=None):
+        """D on G(condition, seg[, masks]) (fake, or the given ``fake``) vs ``real``; the real
+        sample is conditioned on ``real_condition`` = (render, seg) when given, else on the
+        same (condition, seg)."""
+        if fake is None:
+            with torch.no_grad():
+                # G is only evaluated here: the unwrapped module skips DDP's bookkeeping.
+                fake = self.run_G(_unwrap(self.netG), condition, seg, masks).detach()
         n = fake.shape[0]
         real_cond, real_seg = real_condition or (condition, seg)
         pred = netD(torch.cat([self._d_input(condition, seg, fake),

@@ -45,6 +45,16 @@ class TrainOptions(BaseOptions):
                        help="same learning rate for G and D (default: TTUR, G lr/2, D lr*2)")
         p.add_argument("--D_steps_per_G", type=positive_int, default=1,
                        help="discriminator steps per generator step")
+        p.add_argument("--reuse_fake", action="store_true",
+                       help="the D step learns from the G step's output (pix2pixHD's scheme: "
+                            "G's output from before its update) instead of running G again "
+                            "(SPADE's); saves a G forward per iteration, about a fifth of a "
+                            "CPU step")
+        p.add_argument("--bf16", action="store_true",
+                       help="run G and D under bfloat16 autocast (losses, optimiser and "
+                            "weights stay float32): about 2x faster convolutions on CUDA and "
+                            "on CPUs with native bf16 (AVX512-BF16 or AMX; refused on others, "
+                            "where it is emulated and slower)")
         p.add_argument("--gan_mode", default="hinge", choices=("hinge", "ls", "original", "w"),
                        help="adversarial loss")
         p.add_argument("--lambda_feat", type=non_negative_float, default=10.0,
@@ -89,8 +99,22 @@ class TrainOptions(BaseOptions):
         super().validate(opt)
         if opt.niter + opt.niter_decay < 1:
             raise OptionsError("--niter + --niter_decay must be at least 1 epoch")
+        if opt.bf16 and not bf16_supported(opt.device):
+            raise OptionsError("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); "
+                               "train without --bf16")
         if getattr(opt, "vgg_weights", None) and not opt.no_vgg_loss:
             check_vgg_weights(opt.vgg_weights)
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether bfloat16 autocast is fast on ``device`` (a --device value): CUDA, or a CPU
+    whose oneDNN has native bf16 kernels (elsewhere it is emulated, slower than float32)."""
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return True
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def check_vgg_weights(path: str) -> None:

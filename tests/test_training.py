@@ -27,7 +27,7 @@ from data import ResumableSampler, create_dataloader, create_dataset
 from models import create_model
 from models.landmark_map import gaussian_blur, label_mask, landmark_map
 from options.base_options import RETIRED_FLAGS
-from options.train_options import TrainOptions
+from options.train_options import TrainOptions, bf16_supported
 from render.cuda_graph import CudaGraphed
 from trainers.trainer import Trainer
 
@@ -235,6 +235,55 @@ def test_resume_is_exact(tmp_path, capsys, straight_run, first, threads):
     # the HTML page keeps the first half's images (each run shows its first iteration)
     page = (tmp_path / "split" / "web" / "index.html").read_text()
     assert "iter00000001_real.png" in page and f"iter{first + 1:08d}_real.png" in page
+
+
+FAST = ["--reuse_fake"] + (["--bf16"] if bf16_supported("cpu") else [])
+
+
+def test_resume_is_exact_with_the_fast_cpu_step(tmp_path, capsys):
+    """--reuse_fake (and --bf16 where the CPU has it) keep resume exact: 4 iterations
+    straight == 2, then --continue_train to 4."""
+    common = RESUME + FAST
+    assert train.main(run_args(tmp_path, "straight", *common, "--max_iters", "4")) == 0
+    assert train.main(run_args(tmp_path, "split", *common, "--max_iters", "2")) == 0
+    assert train.main(run_args(tmp_path, "split", *common, "--max_iters", "4",
+                               "--continue_train")) == 0
+    straight, resumed = load(tmp_path / "straight" / "latest.pt"), load(
+        tmp_path / "split" / "latest.pt")
+    for key in ("nets", "optimizers", "iteration"):
+        assert_same_state(straight[key], resumed[key], key, exact=False)
+    assert resumed["options"]["reuse_fake"] and resumed["options"]["bf16"] == ("--bf16" in FAST)
+
+
+@pytest.mark.parametrize("rotate", [False, True], ids=["pair", "pair+rotated"])
+@pytest.mark.parametrize("reuse", [False, True], ids=["spade", "reuse_fake"])
+def test_reuse_fake_saves_the_d_steps_generator_pass(rotate, reuse):
+    """SPADE's step runs G again for the D step; --reuse_fake's D step scores the G step's
+    own output, so G runs once per view (pair, and rotated with --train_rotate)."""
+    torch.manual_seed(0)
+    opt = TrainOptions().parse(TINY + SPADE + ["--no_vgg_loss"]
+                               + (["--train_rotate"] if rotate else [])
+                               + (["--reuse_fake"] if reuse else []))
+    model = create_model(opt)
+    trainer = Trainer(opt, model, torch.device("cpu"))
+    pair = model.make_pair(next(iter(create_dataloader(opt))), torch.Generator().manual_seed(0))
+    calls = []
+    hook = model.netG.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    values, fake = trainer.step(pair)
+    hook.remove()
+    views = 2 if rotate else 1
+    # the G step's passes need gradients; SPADE's D step adds a no-grad pass per view
+    assert calls == [True] * views + ([] if reuse else [False] * views)
+    assert {"D_fake", "D_real"} <= set(values) and np.isfinite(list(values.values())).all()
+    assert fake.shape == pair["real"].shape and fake.dtype == torch.float32
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert train.main(run_args(tmp_path, "bf16", "--no_vgg_loss", "--bf16",
+                               "--device", "cpu")) == 2
+    assert_one_line_error(capsys.readouterr().err, "--bf16", "no native bfloat16")
+    assert not (tmp_path / "bf16").exists()
 
 
 def test_learning_rate_schedule():

@@ -66,41 +66,55 @@ class Trainer:
         return ["netG", "netD"] + (["netD_rotate"] if self.model.netD_rotate is not None else [])
 
     # ------------------------------------------------------------------------------ steps
+    def autocast(self):
+        """bfloat16 autocast of the forward passes with --bf16 (losses are computed in fp32:
+        models/networks/loss.py); backward and the optimisers run outside it."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.opt.bf16)
+
     def generator_step(self, pair: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         opt, model = self.opt, self.model
         g_opt = self.optimizers["G"]
         g_opt.zero_grad(set_to_none=True)
         with frozen(model.netD, model.netD_rotate):
-            losses, fake = model(pair, "generator")
+            with self.autocast():
+                losses, fake = model(pair, "generator")
             sum(losses.values()).backward()
             if opt.train_rotate:
                 # A separate backward per forward: DDP syncs each pass on its own.
-                rot_losses, _ = model(pair, "generator_rotated")
+                with self.autocast():
+                    rot_losses, fake_rotated = model(pair, "generator_rotated")
                 sum(rot_losses.values()).backward()
                 losses.update(rot_losses)
         g_opt.step()
-        return losses, fake
+        if opt.train_rotate:
+            return losses, (fake, fake_rotated)
+        return losses, (fake, None)
 
-    def discriminator_step(self, pair: dict) -> dict[str, torch.Tensor]:
+    def discriminator_step(self, pair: dict, fakes=(None, None)) -> dict[str, torch.Tensor]:
+        """One D step; ``fakes`` are G's outputs (reconstruction, rotated) to learn from, or
+        None to run G (as updated) again."""
         d_opt = self.optimizers["D"]
         d_opt.zero_grad(set_to_none=True)
-        losses = self.model(pair, "discriminator")
-        if self.opt.train_rotate:
-            losses.update(self.model(pair, "discriminator_rotated"))
+        with self.autocast():
+            losses = self.model(pair, "discriminator", fake=fakes[0])
+            if self.opt.train_rotate:
+                losses.update(self.model(pair, "discriminator_rotated", fake=fakes[1]))
         sum(losses.values()).backward()
         d_opt.step()
         return losses
 
-    def step(self, pair: dict) -> tuple[dict[str, float], torch.Tensor]:
-        """One iteration on a rendered pair: a G step, then --D_steps_per_G D steps (D sees
-        the updated G, as in SPADE). Returns the loss values and G's output (before its
-        update)."""
-        losses, fake = self.generator_step(pair)
+    def step(self, pair: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One iteration on a rendered pair: a G step, then --D_steps_per_G D steps. D sees
+        the updated G, as in SPADE, or with --reuse_fake the G step's own output, as in
+        pix2pixHD. Returns the loss values and G's output (before its update)."""
+        losses, fakes = self.generator_step(pair)
+        fakes = tuple(None if f is None else f.detach() for f in fakes)
         for _ in range(self.opt.D_steps_per_G):
-            d_losses = self.discriminator_step(pair)
+            d_losses = self.discriminator_step(pair, fakes if self.opt.reuse_fake
+                                               else (None, None))
         losses.update(d_losses)
         values = {k: float(v.detach()) for k, v in losses.items()}
-        return values, fake.detach()
+        return values, fakes[0].float()
 
     def lr_factor(self, epoch: int) -> float:
         """Learning-rate multiplier in (1-based) ``epoch``, as in SPADE / the original: full

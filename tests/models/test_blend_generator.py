@@ -82,6 +82,38 @@ def test_output_is_the_render_where_the_mask_is_zero(downsample):
     assert not torch.allclose(out, image, atol=0.1)
 
 
+@pytest.mark.parametrize("downsample", [True, False])
+def test_keep_seen_leaves_every_seen_pixel_to_the_render(downsample):
+    """keep_seen: outside the hidden/stretched masks widened by SEEN_MARGIN px the output is
+    the render bit for bit, even with the net's mask at 1 everywhere; inside it, the net's."""
+    from models.networks.blend_generator import SEEN_MARGIN
+
+    net = tiny(blend_downsample=downsample, keep_seen=True)
+    image, _, _ = inputs(seed=2)
+    masks = torch.zeros(2, 2, 32, 32)
+    masks[0, 0, 8:12, 8:12] = 1  # hidden
+    masks[1, 1, 20:24, 4:30] = 1  # stretched
+    with torch.no_grad():
+        net.head.bias[3] = 1e4  # the net would repaint every pixel
+        out, mask = net(image, masks=masks, return_mask=True)
+    region = torch.nn.functional.max_pool2d(masks.amax(1, keepdim=True), 2 * SEEN_MARGIN + 1,
+                                            1, SEEN_MARGIN) > 0
+    assert torch.equal(out[~region.expand_as(out)], image[~region.expand_as(image)])
+    assert torch.equal(mask[~region], torch.zeros_like(mask[~region]))
+    assert float(mask[region].min()) > 0.99
+    assert not torch.allclose(out[region.expand_as(out)], image[region.expand_as(image)],
+                              atol=0.1)
+
+
+def test_keep_seen_is_on_for_new_runs_and_off_for_old_options():
+    opt = TrainOptions().parse(BLEND + ["--model", "rotate"])
+    assert BlendGenerator.args_from_opt(opt)["keep_seen"]
+    opt = TrainOptions().parse(BLEND + ["--model", "rotate", "--blend_repaints_seen"])
+    assert not BlendGenerator.args_from_opt(opt)["keep_seen"]
+    del opt.blend_repaints_seen  # a checkpoint's options from before the flag
+    assert not BlendGenerator.args_from_opt(opt)["keep_seen"]
+
+
 def test_refuses_missing_masks_and_odd_sizes():
     net = tiny()
     image, _, masks = inputs()
