@@ -59,10 +59,14 @@ FAR_RADIUS = 2.0  # the static far ring's distance from the centre, in crop size
 STRETCH_FACTOR = 2.0  # a triangle whose area grew by more than this is "stretched"
 # The fit's depth (face3d.fitter.DEPTH_SCALE, 1.5) was calibrated so that FACE-ONLY renders
 # turned to +-30 degrees re-fit at +-30. With the head, hair and background in the picture
-# the re-fit overshoots by 5-7 degrees (100 held-out photos); 30 held-out photos turned with
-# the face's depth about its centre scaled by this factor re-fit within 1.6 / 3.4 degrees, and
-# were found and recognised more often (see the README's whole-image table).
-FACE_DEPTH = 0.8
+# the re-fit overshoots by 5-7 degrees (100 held-out photos), so the face's depth about its
+# centre is scaled by this factor. Swept on 40 held-out photos (0.6 ... 1.0) and checked on
+# 100 (README, "Whole-image rendering"): identity distance falls steadily as the face gets
+# flatter, and +-30 degree renders re-fit closest to 30 at 0.65-0.7 (0.7: -29 / +32; 0.8:
+# -32 / +34). 0.7 against 0.8 on 100 photos: identity at +-30 / 45 / 60 better by 0.02, at
+# +-60 the re-fit reads 2-4 degrees less turn (MediaPipe's fits of large yaws fall short of
+# the request at every depth: 45-49 degrees for 60), and faces are found as often.
+FACE_DEPTH = 0.7
 
 
 @dataclass(frozen=True)
