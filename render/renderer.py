@@ -335,6 +335,14 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
                     dst, cov.image(outside[:, None].to(dtype)))
 
 
+def _compiled(tensor, dtype=None) -> bool:
+    """Whether the masks of ``tensor``'s device (in ``dtype``, default its own) are made by
+    render/texture_numba.py's compiled passes: the numba strategy, float32 or float64."""
+    dtype = tensor.dtype if dtype is None else dtype
+    return (rasterizer.default_strategy(tensor.device) == "numba" and not tensor.requires_grad
+            and dtype in (torch.float32, torch.float64))
+
+
 def _fused(src_image, src_vertices, dst: Fragments) -> bool:
     """Whether ``render_textured`` runs the compiled per-pixel kernel
     (render/texture_numba.py): with the numba rasteriser strategy, on float32 CPU inputs."""
@@ -381,6 +389,10 @@ def erode(mask, kernel: int):
     ``max_pool2d``, whose cost grows with kernel**2."""
     if kernel <= 1:
         return mask
+    if _compiled(mask):
+        from render import texture_numba
+
+        return texture_numba.erode(mask, kernel)
     k = kernel | 1
     r = k // 2
     exact = k * (max(mask.shape[-2:]) + k) < 1 << 24
@@ -422,9 +434,15 @@ def _whole_image_views(vertices, rotation, scale, translation, yaw, pitch, mesh:
     return whole, src, dst
 
 
-def _face_region(frags: Fragments, mesh: FaceMesh, dtype):
-    """(B, 1, H, W): pixels drawn by the face's own triangles (not its extension)."""
-    return (frags.mask & (frags.face_ids < mesh.face_triangles))[:, None].to(dtype)
+def _face_region(frags: Fragments, mesh: FaceMesh, dtype, erode_kernel: int = 0):
+    """(B, 1, H, W): pixels drawn by the face's own triangles (not its extension), eroded
+    by ``erode_kernel`` (in one compiled pass on the numba path)."""
+    if erode_kernel > 1 and _compiled(frags.face_ids, dtype):  # (else torch is as fast)
+        from render import texture_numba
+
+        return texture_numba.face_mask(frags, mesh.face_triangles, erode_kernel, dtype)
+    region = (frags.mask & (frags.face_ids < mesh.face_triangles))[:, None].to(dtype)
+    return erode(region, erode_kernel)
 
 
 def _stretched(frags: Fragments, mesh: FaceMesh, from_vertices, to_vertices, dtype):
@@ -580,7 +598,7 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
     r = render_textured(sv.image, src_v, dst, drawn, src_fragments=sv.fragments,
                         dst_fragments=dst_frags, per_vertex=per_vertex,
                         symmetric_fill=settings.symmetric_fill, tolerance=sv.tolerance)
-    mask = erode(_face_region(dst_frags, drawn, sv.image.dtype), settings.erode_kernel)
+    mask = _face_region(dst_frags, drawn, sv.image.dtype, settings.erode_kernel)
     if settings.render_scope == "image":  # the face region is part of the picture
         shown = r.mask
         stretched = _stretched_of(r, dst_frags, drawn, src_v, dst, sv.image.dtype)
@@ -635,7 +653,7 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     bg = background_colour(image, region_a, settings.background)
     to_b = render_textured(image, verts_a, verts_b, drawn, src_fragments=frags_a,
                            dst_fragments=frags_b, symmetric_fill=settings.symmetric_fill)
-    mask_b = erode(_face_region(frags_b, drawn, image.dtype), settings.erode_kernel)
+    mask_b = _face_region(frags_b, drawn, image.dtype, settings.erode_kernel)
     rotated = composite(to_b, to_b.mask if whole else mask_b, bg)
     # Re-texture from the render at b, render back at a (the geometry of a is the source
     # view we already rasterised, so only b's raster is new). Outside b's silhouette the

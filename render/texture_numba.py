@@ -82,26 +82,27 @@ def _floor_to_int(v):
 
 
 @njit(inline="always")
-def _point(verts, vb, c0, c1, c2, w0, w1, w2, k):
-    """Coordinate k of the barycentric combination of three vertices (float32, in order)."""
-    val = verts[vb + c0, k] * w0
-    val += verts[vb + c1, k] * w1
-    val += verts[vb + c2, k] * w2
+def _point(verts, c0, c1, c2, w0, w1, w2, k):
+    """Coordinate k of the barycentric combination of three vertices (flat (N*3,) float32
+    ``verts``, rows c0, c1, c2), products rounded and summed in corner order."""
+    val = verts[c0 * 3 + k] * w0
+    val += verts[c1 * 3 + k] * w1
+    val += verts[c2 * 3 + k] * w2
     return val
 
 
 @njit(inline="always")
-def _seen(x, y, z, src_mask, src_depth, b, height, width):
+def _seen(x, y, z, src_mask, src_depth, base, height, width):
     """Is the point (source-view x, y and z less the tolerance) in front of or at the
-    source's depth at one of the 4 pixels around it?"""
+    source's depth at one of the 4 pixels around it? ``base``: the flat index of the
+    image's first pixel in ``src_mask`` / ``src_depth``."""
     x0 = _floor_to_int(x - np.float32(0.5))
     y0 = _floor_to_int(y - np.float32(0.5))
     for dy in range(2):
         r = min(max(y0 + dy, 0), height - 1)
         for dx in range(2):
-            c = min(max(x0 + dx, 0), width - 1)
-            p = r * width + c
-            if src_mask[b, p] and z <= src_depth[b, p]:
+            p = base + r * width + min(max(x0 + dx, 0), width - 1)
+            if src_mask[p] and z <= src_depth[p]:
                 return True
     return False
 
@@ -122,8 +123,10 @@ def _unnormalise(v, size, fused):
 
 
 @njit(inline="always")
-def _bilinear(image, b, x, y, out, p, height, width, fused):
-    """out[b, :, p] = the bilinear sample of image[b] at pixel coordinates (x, y)."""
+def _taps(x, y, height, width, fused):
+    """The bilinear lookup at pixel coordinates (x, y): its north-west tap's row and
+    column and the weights of the nw, ne, sw and se taps (those beyond the last row or
+    column read as 0)."""
     ix = _unnormalise(x, width, fused)
     iy = _unnormalise(y, height, fused)
     x_w = np.floor(ix)
@@ -132,34 +135,30 @@ def _bilinear(image, b, x, y, out, p, height, width, fused):
     e = np.float32(1.0) - w
     n = iy - y_n
     s = np.float32(1.0) - n
-    nw = s * e
-    ne = s * w
-    sw = n * e
-    se = n * w
-    c = np.int64(x_w)
-    r = np.int64(y_n)
-    east = c + 1 < width
-    south = r + 1 < height
-    for k in range(image.shape[1]):
-        v_nw = image[b, k, r, c]
-        v_ne = image[b, k, r, c + 1] if east else np.float32(0.0)
-        v_sw = image[b, k, r + 1, c] if south else np.float32(0.0)
-        v_se = image[b, k, r + 1, c + 1] if east and south else np.float32(0.0)
-        val = v_nw * nw
-        val = _mul_add(v_ne, ne, val, fused)
-        val = _mul_add(v_sw, sw, val, fused)
-        out[b, k, p] = _mul_add(v_se, se, val, fused)
+    return np.int64(y_n), np.int64(x_w), s * e, s * w, n * e, n * w
 
 
 @njit(inline="always")
-def _area2(verts, vb, faces, f):
+def _tap_sum(v_nw, v_ne, v_sw, v_se, nw, ne, sw, se, fused):
+    """grid_sample's sum of the four taps, in its order."""
+    val = v_nw * nw
+    val = _mul_add(v_ne, ne, val, fused)
+    val = _mul_add(v_sw, sw, val, fused)
+    return _mul_add(v_se, se, val, fused)
+
+
+@njit(inline="always")
+def _area2(verts, faces, f, vb):
     """|Twice the screen area| of face f, in float64 (whole_image.signed_areas's order)."""
-    ax = np.float64(verts[vb + faces[f, 0], 0])
-    ay = np.float64(verts[vb + faces[f, 0], 1])
-    bx = np.float64(verts[vb + faces[f, 1], 0])
-    by = np.float64(verts[vb + faces[f, 1], 1])
-    cx = np.float64(verts[vb + faces[f, 2], 0])
-    cy = np.float64(verts[vb + faces[f, 2], 1])
+    a = (vb + faces[f, 0]) * 3
+    b = (vb + faces[f, 1]) * 3
+    c = (vb + faces[f, 2]) * 3
+    ax = np.float64(verts[a])
+    ay = np.float64(verts[a + 1])
+    bx = np.float64(verts[b])
+    by = np.float64(verts[b + 1])
+    cx = np.float64(verts[c])
+    cy = np.float64(verts[c + 1])
     return abs((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
 
 
@@ -174,95 +173,225 @@ def _stretched_face(a_src, a_dst, factor):
 @njit(cache=True, parallel=True, nogil=True)
 def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src_mask,
                    src_depth, tol, image, vertex_colours, fused, dst_verts, factor,
-                   out_image, out_hidden, out_filled, out_outside, out_stretched):
-    """Fill ``out_image`` (B, C, H*W) and the (B, H*W) float32 masks ``out_hidden``,
+                   batch, channels, height, width, out_image, out_hidden, out_filled,
+                   out_outside, out_stretched):
+    """Fill ``out_image`` (B*C*H*W) and the (B*H*W) float32 masks ``out_hidden``,
     ``out_filled``, ``out_outside``, ``out_stretched`` for one textured render; see
-    :func:`texture_view`. ``still`` (F,) bool or empty, ``mirror`` (V,) int64 or empty (no
-    symmetric fill), ``vertex_colours`` (B*V, C) float32 or empty (per-pixel texture),
-    ``dst_verts`` (B*V, 3) or empty (no stretched mask)."""
-    batch = dst_ids.shape[0]
-    pixels = dst_ids.shape[1]
-    height = image.shape[2]
-    width = image.shape[3]
-    channels = image.shape[1]
-    num_verts = verts.shape[0] // batch if batch else 0
+    :func:`texture_view`. Every array is flat (C order): the target fragments (B*H*W,
+    ``dst_bary`` B*H*W*3), the source fragments' mask and depth (B*H*W), ``verts`` and
+    ``dst_verts`` (B*V*3), ``image`` (B*C*H*W), ``vertex_colours`` (B*V*C), so that each
+    lookup is one add away from its image's base. ``still`` (F,) bool or empty, ``mirror``
+    (V,) int64 or empty (no symmetric fill), ``vertex_colours`` empty (per-pixel texture),
+    ``dst_verts`` empty (no stretched mask)."""
+    num_verts = verts.shape[0] // (3 * batch) if batch else 0
+    pixels = height * width
     num_faces = faces.shape[0]
     has_still = still.shape[0] > 0
     fill = mirror.shape[0] > 0
     per_vertex = vertex_colours.shape[0] > 0
     stretch = dst_verts.shape[0] > 0
-    grown = np.zeros((batch, num_faces if stretch else 0), np.bool_)
+    grown = np.zeros(batch * num_faces if stretch else 0, np.bool_)
     if stretch:
         for bf in prange(batch * num_faces):
             b = bf // num_faces
             f = bf - b * num_faces
-            grown[b, f] = _stretched_face(_area2(verts, b * num_verts, faces, f),
-                                          _area2(dst_verts, b * num_verts, faces, f), factor)
+            grown[bf] = _stretched_face(_area2(verts, faces, f, b * num_verts),
+                                        _area2(dst_verts, faces, f, b * num_verts), factor)
     for row in prange(batch * height):
         b = row // height
         vb = b * num_verts
         t = tol[b]
-        p0 = row * width - b * pixels
+        base = b * pixels  # this image's first pixel in the (B*H*W) arrays
+        cbase = base * channels  # and in the (B*C*H*W) ones
+        p0 = row * width  # the row's first pixel (flat, over the batch)
+        q0 = cbase + (p0 - base)  # ... in the image's first channel
         # the row's outputs start at 0 (filled at memory speed); covered pixels set theirs
-        out_hidden[b, p0:p0 + width] = 0.0
-        out_filled[b, p0:p0 + width] = 0.0
-        out_outside[b, p0:p0 + width] = 0.0
-        out_stretched[b, p0:p0 + width] = 0.0
+        out_hidden[p0:p0 + width] = 0.0
+        out_filled[p0:p0 + width] = 0.0
+        out_outside[p0:p0 + width] = 0.0
+        out_stretched[p0:p0 + width] = 0.0
         for k in range(channels):
-            out_image[b, k, p0:p0 + width] = 0.0
+            out_image[q0 + k * pixels:q0 + k * pixels + width] = 0.0
         for p in range(p0, p0 + width):
-            if not dst_mask[b, p]:
+            if not dst_mask[p]:
                 continue
-            f = dst_ids[b, p]
-            if stretch and grown[b, f]:
-                out_stretched[b, p] = 1.0
+            f = dst_ids[p]
+            q = q0 + (p - p0)
+            if stretch and grown[b * num_faces + f]:
+                out_stretched[p] = 1.0
             if has_still and still[f]:
                 for k in range(channels):
-                    out_image[b, k, p] = image[b, k, p // width, p % width]
+                    out_image[q + k * pixels] = image[q + k * pixels]
                 continue
             c0 = faces[f, 0]
             c1 = faces[f, 1]
             c2 = faces[f, 2]
-            w0 = dst_bary[b, p, 0]
-            w1 = dst_bary[b, p, 1]
-            w2 = dst_bary[b, p, 2]
-            x = _point(verts, vb, c0, c1, c2, w0, w1, w2, 0)
-            y = _point(verts, vb, c0, c1, c2, w0, w1, w2, 1)
-            z = _point(verts, vb, c0, c1, c2, w0, w1, w2, 2)
+            w0 = dst_bary[3 * p]
+            w1 = dst_bary[3 * p + 1]
+            w2 = dst_bary[3 * p + 2]
+            x = _point(verts, vb + c0, vb + c1, vb + c2, w0, w1, w2, 0)
+            y = _point(verts, vb + c0, vb + c1, vb + c2, w0, w1, w2, 1)
+            z = _point(verts, vb + c0, vb + c1, vb + c2, w0, w1, w2, 2)
             outside = _outside(x, y, height, width)
-            hidden = not (outside or _seen(x, y, z - t, src_mask, src_depth, b, height,
+            hidden = not (outside or _seen(x, y, z - t, src_mask, src_depth, base, height,
                                            width))
             if hidden:
-                out_hidden[b, p] = 1.0
+                out_hidden[p] = 1.0
             if outside:
-                out_outside[b, p] = 1.0
-                out_stretched[b, p] = 1.0
+                out_outside[p] = 1.0
+                out_stretched[p] = 1.0
             filled = False
             tx = ty = np.float32(0.0)
             if fill and hidden:
-                m0 = mirror[c0]
-                m1 = mirror[c1]
-                m2 = mirror[c2]
-                tx = _point(verts, vb, m0, m1, m2, w0, w1, w2, 0)
-                ty = _point(verts, vb, m0, m1, m2, w0, w1, w2, 1)
-                tz = _point(verts, vb, m0, m1, m2, w0, w1, w2, 2)
-                filled = (_seen(tx, ty, tz - t, src_mask, src_depth, b, height, width)
+                m0 = vb + mirror[c0]
+                m1 = vb + mirror[c1]
+                m2 = vb + mirror[c2]
+                tx = _point(verts, m0, m1, m2, w0, w1, w2, 0)
+                ty = _point(verts, m0, m1, m2, w0, w1, w2, 1)
+                tz = _point(verts, m0, m1, m2, w0, w1, w2, 2)
+                filled = (_seen(tx, ty, tz - t, src_mask, src_depth, base, height, width)
                           and not _outside(tx, ty, height, width))
             if filled:
-                out_filled[b, p] = 1.0
-                _bilinear(image, b, tx, ty, out_image, p, height, width, fused)
+                out_filled[p] = 1.0
+                x = tx
+                y = ty
             elif per_vertex:
                 for k in range(channels):
-                    out_image[b, k, p] = _point(vertex_colours, vb, c0, c1, c2, w0, w1, w2, k)
-            else:
-                _bilinear(image, b, x, y, out_image, p, height, width, fused)
+                    out_image[q + k * pixels] = _colour(vertex_colours, channels, vb + c0,
+                                                        vb + c1, vb + c2, w0, w1, w2, k)
+                continue
+            r, c, nw, ne, sw, se = _taps(x, y, height, width, fused)
+            east = c + 1 < width
+            south = r + 1 < height
+            tap = cbase + r * width + c
+            for k in range(channels):
+                out_image[q + k * pixels] = _tap_sum(
+                    image[tap], image[tap + 1] if east else np.float32(0.0),
+                    image[tap + width] if south else np.float32(0.0),
+                    image[tap + width + 1] if east and south else np.float32(0.0),
+                    nw, ne, sw, se, fused)
+                tap += pixels
+
+
+@njit(inline="always")
+def _colour(colours, channels, c0, c1, c2, w0, w1, w2, k):
+    """Channel k of the barycentric combination of three rows of (N*C,) ``colours``."""
+    val = colours[c0 * channels + k] * w0
+    val += colours[c1 * channels + k] * w1
+    val += colours[c2 * channels + k] * w2
+    return val
 
 
 @njit(cache=True, nogil=True)
 def _bilinear_kernel(image, xy, fused, out):
     """out[:, :, p] = bilinear samples of image (1, C, H, W) at the pixel coordinates xy[p]."""
+    channels, height, width = image.shape[1], image.shape[2], image.shape[3]
     for p in range(xy.shape[0]):
-        _bilinear(image, 0, xy[p, 0], xy[p, 1], out, p, image.shape[2], image.shape[3], fused)
+        r, c, nw, ne, sw, se = _taps(xy[p, 0], xy[p, 1], height, width, fused)
+        east = c + 1 < width
+        south = r + 1 < height
+        for k in range(channels):
+            out[0, k, p] = _tap_sum(
+                image[0, k, r, c], image[0, k, r, c + 1] if east else np.float32(0.0),
+                image[0, k, r + 1, c] if south else np.float32(0.0),
+                image[0, k, r + 1, c + 1] if east and south else np.float32(0.0),
+                nw, ne, sw, se, fused)
+
+
+@njit(cache=True, nogil=True)
+def _erode_image(holes, r, height, width, out, base):
+    """out[base:base + H*W] = 1 where the (2r+1)-pixel square around a pixel, clipped to
+    the image, holds no hole (``holes``: one image, H*W flags), else 0: ``renderer.erode``
+    exactly (its window sums are exact integers; here they are integer counts). A row
+    pass flags the pixels with a hole within r columns, then a column pass slides a count
+    of flagged rows within r rows."""
+    near = np.empty(height * width, np.uint8)  # a hole within r columns
+    run = np.empty(width + 1, np.int32)  # holes before each column of the row
+    for row in range(height):
+        o = row * width
+        run[0] = 0
+        for c in range(width):
+            run[c + 1] = run[c] + holes[o + c]
+        for c in range(width):
+            near[o + c] = run[min(c + r + 1, width)] - run[max(c - r, 0)] > 0
+    count = np.zeros(width, np.int32)  # flagged rows within r rows of the current one
+    for row in range(min(r, height - 1) + 1):
+        for c in range(width):
+            count[c] += near[row * width + c]
+    for row in range(height):
+        o = base + row * width
+        for c in range(width):
+            out[o + c] = 1.0 if count[c] == 0 else 0.0
+        if row + r + 1 < height:
+            for c in range(width):
+                count[c] += near[(row + r + 1) * width + c]
+        if row - r >= 0:
+            for c in range(width):
+                count[c] -= near[(row - r) * width + c]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def erode_kernel(mask, batch, height, width, r, out):
+    """``renderer.erode`` of the flat (B*H*W) float ``mask`` by a (2r+1) square into
+    ``out``: holes are pixels <= 0 (NaN is not one)."""
+    for b in prange(batch):
+        _erode_mask(mask, b * height * width, r, height, width, out)
+
+
+@njit(cache=True, nogil=True)
+def _erode_mask(mask, base, r, height, width, out):
+    """One image of :func:`erode_kernel`."""
+    holes = np.empty(height * width, np.uint8)
+    for i in range(height * width):
+        holes[i] = mask[base + i] <= 0
+    _erode_image(holes, r, height, width, out, base)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def face_mask_kernel(face_ids, mask, face_triangles, batch, height, width, r, out):
+    """``erode(renderer._face_region(...))`` of flat (B*H*W) fragments by a (2r+1) square
+    (r = 0: the face region itself) into ``out``: holes are pixels not covered by one of
+    the face's own triangles [0, face_triangles)."""
+    for b in prange(batch):
+        _face_mask_image(face_ids, mask, face_triangles, b * height * width, r, height,
+                         width, out)
+
+
+@njit(cache=True, nogil=True)
+def _face_mask_image(face_ids, mask, face_triangles, base, r, height, width, out):
+    """One image of :func:`face_mask_kernel`."""
+    holes = np.empty(height * width, np.uint8)
+    for i in range(height * width):
+        holes[i] = not mask[base + i] or face_ids[base + i] >= face_triangles
+    _erode_image(holes, r, height, width, out, base)
+
+
+def erode(mask: torch.Tensor, kernel: int) -> torch.Tensor:
+    """``renderer.erode`` (kernel > 1) of a (B, 1, H, W) float32/float64 CPU mask."""
+    H, W = mask.shape[-2:]
+    out = torch.empty(mask.shape, dtype=mask.dtype)
+    if out.numel():
+        _use_torch_threads()
+        with _LOCK:
+            erode_kernel(mask.detach().reshape(-1).contiguous().numpy(), out.numel() // (H * W),
+                         H, W,
+                         (kernel | 1) // 2, out.view(-1).numpy())
+    return out
+
+
+def face_mask(fragments, face_triangles: int, kernel: int, dtype) -> torch.Tensor:
+    """(B, 1, H, W) ``erode(renderer._face_region(fragments, ...), kernel)`` in ``dtype``
+    (float32 or float64) for CPU fragments, in one pass."""
+    B, H, W = fragments.face_ids.shape
+    out = torch.empty(B, 1, H, W, dtype=dtype)
+    if out.numel():
+        _use_torch_threads()
+        with _LOCK:
+            face_mask_kernel(fragments.face_ids.reshape(-1).contiguous().numpy(),
+                             fragments.mask.reshape(-1).contiguous().numpy(),
+                             int(face_triangles), B, H, W,
+                             (kernel | 1) // 2 if kernel > 1 else 0, out.view(-1).numpy())
+    return out
 
 
 _PROBE: list = []  # [(fused, exact)] once probed
@@ -332,27 +461,22 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
     Uncovered pixels are 0 everywhere; copied ones have hidden, filled and outside 0.
     """
     B, C, H, W = src_image.shape
-    pixels = H * W
     image = torch.empty(B, C, H, W, dtype=torch.float32)
     masks = torch.empty(4, B, 1, H, W, dtype=torch.float32)
     if image.numel():
-        empty_bool = np.zeros(0, np.bool_)
-        empty_long = np.zeros(0, np.int64)
-        vertices = lambda v: v.detach().reshape(-1, 3).contiguous().numpy()  # noqa: E731
-        colours = (np.zeros((0, C), np.float32) if vertex_colours is None
-                   else vertex_colours.detach().float().reshape(-1, C).contiguous().numpy())
-        flat = lambda t: t.reshape(B, pixels).contiguous().numpy()  # noqa: E731
-        plane = lambda i: masks[i].view(B, pixels).numpy()  # noqa: E731
-        args = (flat(dst.face_ids), dst.bary.reshape(B, pixels, 3).contiguous().numpy(),
-                flat(dst.mask), faces.contiguous().numpy(),
-                empty_bool if still is None else still.contiguous().numpy(),
-                empty_long if mirror is None else mirror.to(torch.int64).contiguous().numpy(),
-                vertices(src_vertices), flat(src.mask), flat(src.depth),
-                tol.detach().float().contiguous().numpy(),
-                src_image.detach().contiguous().numpy(), colours, grid_sample_fuses(),
-                np.zeros((0, 3), np.float32) if dst_vertices is None else
-                vertices(dst_vertices.float()), float(stretch_factor),
-                image.view(B, C, pixels).numpy(), plane(0), plane(1), plane(2), plane(3))
+        flat = lambda t: t.detach().reshape(-1).contiguous().numpy()  # noqa: E731
+        colours = (np.zeros(0, np.float32) if vertex_colours is None
+                   else flat(vertex_colours.float()))
+        args = (flat(dst.face_ids), flat(dst.bary), flat(dst.mask),
+                faces.contiguous().numpy(),
+                np.zeros(0, np.bool_) if still is None else still.contiguous().numpy(),
+                (np.zeros(0, np.int64) if mirror is None
+                 else mirror.to(torch.int64).contiguous().numpy()),
+                flat(src_vertices), flat(src.mask), flat(src.depth), flat(tol.float()),
+                flat(src_image), colours, grid_sample_fuses(),
+                np.zeros(0, np.float32) if dst_vertices is None else flat(dst_vertices.float()),
+                float(stretch_factor), B, C, H, W, image.view(-1).numpy(),
+                *(masks[i].view(-1).numpy() for i in range(4)))
         _use_torch_threads()
         with _LOCK:
             texture_kernel(*args)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from fitted_faces import CROP, batch_of
 
-from render import rasterizer, whole_image
+from render import rasterizer, renderer, whole_image
 from render.renderer import (
     FaceMesh,
     render_textured,
@@ -178,6 +178,51 @@ def test_bilinear_lookup_is_grid_sample(size):
         assert torch.equal(out, ref)
     else:  # the documented bound of a build the kernel cannot reproduce exactly
         assert (out - ref).abs().max() <= texture_numba.colour_tolerance(H, W)
+
+
+# ------------------------------------------------------------ compiled erosion, face mask
+def _torch_erode(mask, kernel, monkeypatch):
+    return _with(monkeypatch, "compact", lambda: renderer.erode(mask, kernel))
+
+
+@pytest.mark.parametrize("kernel", [2, 3, 5, 19, 41, 600])
+@pytest.mark.parametrize("shape", [(3, 1, 64, 80), (1, 1, 7, 300), (2, 1, 1, 1), (0, 1, 5, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_erode_is_the_torch_erode(kernel, shape, dtype, monkeypatch):
+    """Random blobs with holes of every size, NaN and negative values among them (NaN is
+    not a hole, negatives are), windows from 3 px to wider than the image."""
+    g = torch.Generator().manual_seed(kernel)
+    mask = (torch.rand(shape, generator=g) > 0.02).to(dtype)
+    if mask.numel():
+        flat = mask.view(-1)
+        flat[torch.randint(0, flat.numel(), (max(1, flat.numel() // 50),), generator=g)] = \
+            float("nan")
+        flat[torch.randint(0, flat.numel(), (max(1, flat.numel() // 50),), generator=g)] = -0.5
+    ours = _with(monkeypatch, "numba", lambda: renderer.erode(mask, kernel))
+    reference = _torch_erode(mask, kernel, monkeypatch)
+    assert ours.dtype == reference.dtype == dtype
+    assert torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("kernel", [0, 1, 5, 19])
+def test_compiled_face_mask_is_erode_of_the_face_region(astronaut, mesh, monkeypatch, kernel):
+    """The eroded face region of a whole-image render (face and extension triangles, and
+    uncovered pixels) straight from the fragments, against region + erode in PyTorch."""
+    whole = mesh.whole_image()
+    f = astronaut
+    src = whole_image.extend_vertices(whole_image.flatten(f.vertices, f.translation),
+                                      f.rotation, f.scale, f.translation, CROP, whole.whole)
+    dst = whole_image.rotate_whole(src, f.rotation, f.scale, f.translation,
+                                   torch.tensor([35.0]), f.pitch, whole.whole)
+    frags = rasterizer.rasterize(torch.cat([src, dst]), whole.triangles, CROP, CROP)
+    region = (frags.mask & (frags.face_ids < whole.face_triangles))[:, None].float()
+    reference = _torch_erode(region, kernel, monkeypatch)
+    ours = texture_numba.face_mask(frags, whole.face_triangles, kernel, torch.float32)
+    assert torch.equal(ours, reference)
+    assert 0 < reference.sum() < region.sum() or kernel <= 1
+    with_renderer = _with(monkeypatch, "numba", lambda: renderer._face_region(
+        frags, whole, torch.float32, kernel))
+    assert torch.equal(with_renderer, reference)
 
 
 # ------------------------------------------------------------------------ the source view
