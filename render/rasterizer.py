@@ -606,7 +606,7 @@ def _key_depth(key: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
               cull_backfaces: bool = False, max_chunk_pixels: int | None = None,
-              strategy: str | None = None) -> Fragments:
+              strategy: str | None = None, *, _scratch: str | None = None) -> Fragments:
     """Rasterise a batch of triangle meshes sharing one topology (see the module docstring).
 
     Args:
@@ -625,6 +625,9 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
             :func:`default_max_chunk_pixels` of the vertices' device.
         strategy: "compact", "dense" or "numba" (same result, see the module docstring);
             None (default): :func:`default_strategy` of the vertices' device.
+        _scratch: internal (the renderer's): with the numba strategy, write into this
+            thread's reusable buffers of that name (``rasterizer_numba.scratch``), which
+            the next such call overwrites; other strategies ignore it.
 
     Returns:
         :class:`Fragments` on the vertices' device.
@@ -642,7 +645,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
     if strategy == "numba":
         face_ids, bary, depth, mask = _numba_module().rasterize(
             vertices.reshape(batch * num_verts, 3), faces, batch, height, width,
-            cull_backfaces)
+            cull_backfaces, _scratch)
         return Fragments(face_ids=face_ids.view(shape), bary=bary.view(*shape, 3),
                          depth=depth.view(shape), mask=mask.view(shape))
     dense = strategy == "dense"

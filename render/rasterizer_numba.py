@@ -304,19 +304,41 @@ def _use_torch_threads():
         numba.set_num_threads(want)
 
 
+_SCRATCH = threading.local()  # this thread's reusable buffers: {(name, dtype): flat tensor}
+
+
+def scratch(name: str, shape, dtype) -> torch.Tensor:
+    """A tensor of ``shape`` from this thread's buffer ``name`` (grown when too small):
+    the same memory on every call, so a render's intermediate results cost no fresh pages
+    (at 256 px a batch's fragments are tens of MB; freshly allocated, their page faults
+    cost about as much as rasterising them). Valid until the next request of ``name`` on
+    this thread: only for results that the caller never hands out."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    size = math.prod(shape)
+    buf = buffers.get((name, dtype))
+    if buf is None or buf.numel() < size:
+        buf = buffers[name, dtype] = torch.empty(size, dtype=dtype)
+    return buf[:size].view(shape)
+
+
 def rasterize(verts_flat: torch.Tensor, faces: torch.Tensor, batch: int, height: int,
-              width: int, cull_backfaces: bool):
+              width: int, cull_backfaces: bool, scratch_name: str | None = None):
     """(face_ids, bary, depth, mask) flat CPU tensors for validated inputs: ``verts_flat``
-    (B*V, 3) floating point, ``faces`` (F, 3) int64 with indices in range."""
+    (B*V, 3) floating point, ``faces`` (F, 3) int64 with indices in range; in this
+    thread's buffers ``scratch_name`` (:func:`scratch`) when given, else fresh."""
     if verts_flat.dtype not in (torch.float32, torch.float64):
         verts_flat = verts_flat.float()  # as the PyTorch path: x * 256 must not overflow
     verts = verts_flat.detach().contiguous().numpy()
     tris = faces.contiguous().numpy()
     pixels = batch * height * width
-    face_ids = torch.empty(pixels, dtype=torch.int64)
-    bary = torch.empty(pixels, 3, dtype=torch.float32)
-    depth = torch.empty(pixels, dtype=torch.float32)
-    mask = torch.empty(pixels, dtype=torch.bool)
+    if scratch_name is None:
+        new = lambda name, shape, dtype: torch.empty(shape, dtype=dtype)  # noqa: E731
+    else:
+        new = lambda name, shape, dtype: scratch(f"{scratch_name}.{name}", shape, dtype)  # noqa: E731
+    face_ids = new("face_ids", (pixels,), torch.int64)
+    bary = new("bary", (pixels, 3), torch.float32)
+    depth = new("depth", (pixels,), torch.float32)
+    mask = new("mask", (pixels,), torch.bool)
     if pixels:
         _use_torch_threads()
         with _LOCK:

@@ -235,11 +235,11 @@ class _Covered:
         return out.view(B, values.shape[1], H, W)  # (not -1: an empty batch has no size)
 
 
-def rasterize_views(triangles, height, width, *views):
+def rasterize_views(triangles, height, width, *views, scratch: str | None = None):
     """Fragments of several (B, V, 3) views of the same meshes, rasterised in one call (the
     images of a batch are independent, so this equals one call per view, with half the
-    kernel launches for two views)."""
-    frags = rasterize(torch.cat(views), triangles, height, width)
+    kernel launches for two views). ``scratch``: see ``rasterize``'s ``_scratch``."""
+    frags = rasterize(torch.cat(views), triangles, height, width, _scratch=scratch)
     bounds = np.cumsum([0] + [v.shape[0] for v in views])
     return [Fragments(**{k: v[a:b] for k, v in vars(frags).items()})
             for a, b in zip(bounds[:-1], bounds[1:])]
@@ -284,7 +284,8 @@ def depth_tolerance(vertices, num_face_vertices: int | None = None):
 def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
                     src_fragments: Fragments | None = None,
                     dst_fragments: Fragments | None = None, per_vertex: bool = False,
-                    symmetric_fill: bool = False, tolerance=None) -> Rendered:
+                    symmetric_fill: bool = False, tolerance=None, *,
+                    _scratch: str | None = None) -> Rendered:
     """Render the mesh at ``dst_vertices`` with the texture of ``src_image`` seen at
     ``src_vertices`` (same vertex order). Output has the source image's size. Pass the
     fragments of either view when they are already rasterised, and the z-test slack
@@ -294,7 +295,8 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
 
     With the numba rasteriser strategy (the CPU default) and float32 inputs, the per-pixel
     work is one compiled pass (render/texture_numba.py), with the same result as the
-    PyTorch path below."""
+    PyTorch path below. ``_scratch`` (internal: callers that hand out neither): its image
+    and outside are then this thread's reusable buffers of that name."""
     B, _, H, W = src_image.shape
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
@@ -307,7 +309,7 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
     if _fused(src_image, src_vertices, dst):
         return _render_fused(src_image, src_vertices, dst_vertices, mesh, src, dst, tol,
-                             per_vertex, symmetric_fill)
+                             per_vertex, symmetric_fill, _scratch)
     still = None if mesh.still_faces is None else (
         dst.mask & mesh.still_faces[dst.face_ids.clamp_min(0)])
     moving = dst if still is None else Fragments(dst.face_ids, dst.bary, dst.depth,
@@ -354,7 +356,8 @@ def _fused(src_image, src_vertices, dst: Fragments) -> bool:
 
 
 def _render_fused(src_image, src_vertices, dst_vertices, mesh: FaceMesh, src: Fragments,
-                  dst: Fragments, tol, per_vertex: bool, symmetric_fill: bool) -> Rendered:
+                  dst: Fragments, tol, per_vertex: bool, symmetric_fill: bool,
+                  scratch: str | None = None) -> Rendered:
     """``render_textured``'s per-pixel work in one compiled pass, with the stretched mask
     of a whole-image mesh on the way; the same results as the PyTorch path (see
     render/texture_numba.py for how exactly)."""
@@ -368,7 +371,7 @@ def _render_fused(src_image, src_vertices, dst_vertices, mesh: FaceMesh, src: Fr
         dst, src, mesh.triangles, src_vertices, src_image, tol, still=mesh.still_faces,
         mirror=mesh.mirror if symmetric_fill else None, vertex_colours=colours,
         dst_vertices=dst_vertices if whole else None,
-        stretch_factor=whole_image.STRETCH_FACTOR)
+        stretch_factor=whole_image.STRETCH_FACTOR, scratch=scratch)
     return Rendered(out["image"], dst.mask[:, None].to(torch.float32), out["hidden"],
                     out["filled"], dst, out["outside"], out["stretched"] if whole else None)
 
@@ -580,7 +583,9 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
                                         settings, W)
         dst = _target_vertices(settings.render_scope, drawn, src_v, vertices, rotation,
                                scale, translation, yaw, pitch)
-        src_frags, dst_frags = rasterize_views(drawn.triangles, H, W, src_v, dst)
+        # (the fragments never leave this function: this thread's reusable buffers)
+        src_frags, dst_frags = rasterize_views(drawn.triangles, H, W, src_v, dst,
+                                               scratch="rotated_view")
         source = _source(image, vertices, rotation, scale, translation, drawn, src_v,
                          src_frags, settings)
     elif (source.render_scope, source.background_mode) != (settings.render_scope,
@@ -592,12 +597,13 @@ def rotated_view(image, vertices, rotation, scale, translation, yaw, pitch, mesh
         dst = _target_vertices(source.render_scope, source.mesh, source.drawn_vertices,
                                source.vertices, source.rotation, source.scale,
                                source.translation, yaw, pitch)
-        dst_frags = rasterize(dst, source.mesh.triangles, H, W)
+        dst_frags = rasterize(dst, source.mesh.triangles, H, W, _scratch="rotated_view")
     sv = source
     drawn, src_v = sv.mesh, sv.drawn_vertices
     r = render_textured(sv.image, src_v, dst, drawn, src_fragments=sv.fragments,
                         dst_fragments=dst_frags, per_vertex=per_vertex,
-                        symmetric_fill=settings.symmetric_fill, tolerance=sv.tolerance)
+                        symmetric_fill=settings.symmetric_fill, tolerance=sv.tolerance,
+                        _scratch="rotated_view")
     mask = _face_region(dst_frags, drawn, sv.image.dtype, settings.erode_kernel)
     if settings.render_scope == "image":  # the face region is part of the picture
         shown = r.mask
@@ -648,11 +654,14 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     else:
         drawn, verts_a = mesh, vertices
         verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)
-    frags_a, frags_b = rasterize_views(drawn.triangles, H, W, verts_a, verts_b)
+    # (the fragments never leave this function: this thread's reusable buffers)
+    frags_a, frags_b = rasterize_views(drawn.triangles, H, W, verts_a, verts_b,
+                                       scratch="training_pair")
     region_a = _face_region(frags_a, drawn, image.dtype)
     bg = background_colour(image, region_a, settings.background)
     to_b = render_textured(image, verts_a, verts_b, drawn, src_fragments=frags_a,
-                           dst_fragments=frags_b, symmetric_fill=settings.symmetric_fill)
+                           dst_fragments=frags_b, symmetric_fill=settings.symmetric_fill,
+                           _scratch="training_pair.to_b")
     mask_b = _face_region(frags_b, drawn, image.dtype, settings.erode_kernel)
     rotated = composite(to_b, to_b.mask if whole else mask_b, bg)
     # Re-texture from the render at b, render back at a (the geometry of a is the source
@@ -661,7 +670,8 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     # not pull a dark seam into the face.
     back = render_textured(composite(to_b, to_b.mask, bg), verts_b, verts_a, drawn,
                            src_fragments=to_b.fragments, dst_fragments=frags_a,
-                           symmetric_fill=settings.symmetric_fill)
+                           symmetric_fill=settings.symmetric_fill,
+                           _scratch="training_pair.back")
     mask_a = erode(region_a, settings.erode_kernel)
     if whole:
         shown = back.mask

@@ -45,6 +45,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from render.rasterizer_numba import _LOCK, _use_torch_threads
+from render.rasterizer_numba import scratch as _scratch
 
 _INT64_MIN = -(1 << 63)
 _TWO63 = float(1 << 63)
@@ -445,7 +446,8 @@ def supported(image: torch.Tensor, src_vertices: torch.Tensor) -> bool:
 
 
 def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirror=None,
-                 vertex_colours=None, dst_vertices=None, stretch_factor=2.0) -> dict:
+                 vertex_colours=None, dst_vertices=None, stretch_factor=2.0,
+                 scratch: str | None = None) -> dict:
     """The target view's fragments ``dst`` textured from ``src_image`` (B, C, H, W) float32,
     whose view of the same mesh is ``src_vertices`` (B, V, 3) float32 with fragments
     ``src``. Returns float32 image (B, C, H, W) and hidden, filled, outside, stretched
@@ -459,10 +461,18 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
     of triangles whose screen area grew more than ``stretch_factor`` times from the source
     view, or whose surface lies outside the source image; None: all 0).
     Uncovered pixels are 0 everywhere; copied ones have hidden, filled and outside 0.
+    ``scratch``: image and outside go to this thread's reusable buffers of that name
+    (``rasterizer_numba.scratch``: for a caller that hands neither out).
     """
     B, C, H, W = src_image.shape
-    image = torch.empty(B, C, H, W, dtype=torch.float32)
-    masks = torch.empty(4, B, 1, H, W, dtype=torch.float32)
+    if scratch is None:
+        image = torch.empty(B, C, H, W, dtype=torch.float32)
+        outside = torch.empty(B, 1, H, W, dtype=torch.float32)
+    else:
+        image = _scratch(f"{scratch}.image", (B, C, H, W), torch.float32)
+        outside = _scratch(f"{scratch}.outside", (B, 1, H, W), torch.float32)
+    plane = lambda: torch.empty(B, 1, H, W, dtype=torch.float32)  # noqa: E731
+    masks = (plane(), plane(), outside, plane())
     if image.numel():
         flat = lambda t: t.detach().reshape(-1).contiguous().numpy()  # noqa: E731
         colours = (np.zeros(0, np.float32) if vertex_colours is None
@@ -476,11 +486,12 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
                 flat(src_image), colours, grid_sample_fuses(),
                 np.zeros(0, np.float32) if dst_vertices is None else flat(dst_vertices.float()),
                 float(stretch_factor), B, C, H, W, image.view(-1).numpy(),
-                *(masks[i].view(-1).numpy() for i in range(4)))
+                *(m.view(-1).numpy() for m in masks))
         _use_torch_threads()
         with _LOCK:
             texture_kernel(*args)
     else:
-        masks.zero_()
+        for m in masks:
+            m.zero_()
     return dict(image=image, hidden=masks[0], filled=masks[1], outside=masks[2],
                 stretched=masks[3])

@@ -180,6 +180,34 @@ def test_bilinear_lookup_is_grid_sample(size):
         assert (out - ref).abs().max() <= texture_numba.colour_tolerance(H, W)
 
 
+@pytest.mark.parametrize("scope", ["face", "image"])
+def test_results_do_not_share_the_reused_buffers(faces, mesh, monkeypatch, scope):
+    """rotated_view and training_pair keep their fragments and texture in per-thread buffers
+    that the next call overwrites: nothing they return may live there (the first call's
+    results are unchanged by later calls, of both kinds, at other poses)."""
+    args, yaw, pitch = _batch(faces)
+    settings = RenderSettings(render_scope=scope, erode_kernel=5)
+    view = lambda y: rotated_view(*args, y, pitch, mesh, settings)  # noqa: E731
+    pair = lambda y: training_pair(*args, y, pitch, mesh, settings)  # noqa: E731
+    first = _with(monkeypatch, "numba", lambda: (view(yaw), pair(yaw + 30)))
+    kept = [{k: v.clone() for k, v in r.items() if torch.is_tensor(v)} for r in first]
+    _with(monkeypatch, "numba", lambda: (view(-yaw), pair(-yaw - 30), view(yaw * 0.5)))
+    for before, after in zip(kept, first):
+        _assert_same(before, after, f"{scope}: a later call changed a result")
+    # and none of their memory is a buffer's (also where the values happen to agree)
+    from render import rasterizer_numba
+
+    buffers = [(b.data_ptr(), b.data_ptr() + b.numel() * b.element_size())
+               for b in rasterizer_numba._SCRATCH.buffers.values()]
+    assert len(buffers) >= 8  # fragments and texture of both functions
+    for r in first:
+        for k, v in r.items():
+            if torch.is_tensor(v) and v.numel():
+                lo = v.untyped_storage().data_ptr()
+                hi = lo + v.untyped_storage().nbytes()
+                assert all(hi <= a or lo >= b for a, b in buffers), f"{k} is in a buffer"
+
+
 # ------------------------------------------------------------ compiled erosion, face mask
 def _torch_erode(mask, kernel, monkeypatch):
     return _with(monkeypatch, "compact", lambda: renderer.erode(mask, kernel))
