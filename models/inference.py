@@ -25,6 +25,28 @@ from render.settings import RenderSettings
 from util.checkpoint import adopt_options, checkpoint_path, load_generator_file, pretrained_path
 
 
+def model_from_file(path: str, opt, parser: argparse.ArgumentParser, device):
+    """(model, warnings): the model around the generator file ``path`` (a training
+    checkpoint .pt or an exported .safetensors/.json), rebuilt from the file. What it was
+    trained with (architecture, crop size, landmark-map and render settings) is adopted
+    into ``opt``; ``warnings`` name each conflicting value the user typed. The model's
+    ``checkpoint_iteration`` and ``generator_file`` say what was loaded."""
+    netG, trained_with, iteration = load_generator_file(path, device)
+    # A render setting the checkpoint predates was, when it was trained, what the
+    # dataclass default still means (render_scope: 'face'), not today's command-line default.
+    for f in dataclasses.fields(RenderSettings):
+        trained_with.setdefault(f.name, f.default)
+    warnings = adopt_options(opt, trained_with, parser)
+    from models import create_model
+
+    opt.is_train = False
+    model = create_model(opt, {"netG": netG})
+    model.eval().to(device)
+    model.checkpoint_iteration = iteration
+    model.generator_file = path
+    return model, warnings
+
+
 def load_generator(opt, parser: argparse.ArgumentParser, device):
     """(model or None, message). The generator is the run's checkpoint (--name,
     --which_epoch) when it exists, else the shipped one (``util.checkpoint.pretrained_path``)
@@ -42,20 +64,10 @@ def load_generator(opt, parser: argparse.ArgumentParser, device):
                           "generator (mode=render)")
         source = f"the shipped model {os.path.relpath(shipped)} (no checkpoint at {path})"
         path = shipped
-    netG, trained_with, iteration = load_generator_file(path, device)
-    # A render setting the checkpoint predates was, when it was trained, what the
-    # dataclass default still means (render_scope: 'face'), not today's command-line default.
-    for f in dataclasses.fields(RenderSettings):
-        trained_with.setdefault(f.name, f.default)
-    for warning in adopt_options(opt, trained_with, parser):
+    model, warnings = model_from_file(path, opt, parser, device)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    from models import create_model
-
-    opt.is_train = False
-    model = create_model(opt, {"netG": netG})
-    model.eval().to(device)
-    model.checkpoint_iteration = iteration
-    model.generator_file = path
+    iteration = model.checkpoint_iteration
     return model, (f"generator from {source} (iteration "
                    f"{'?' if iteration is None else iteration})")
 

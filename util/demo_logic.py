@@ -31,16 +31,13 @@ from data.photos import LazyFitter
 from face3d.align import align
 from face3d.fit import Fit
 from face3d.imageio import ImageReadError, read_image, write_sweep_gif
-from models import create_model
-from models.inference import face_tensors, problem, rotate
+from models.inference import face_tensors, model_from_file, problem, rotate
 from options.test_options import TestOptions
 from render.renderer import FaceMesh
 from render.settings import RenderSettings
 from util.checkpoint import (
     CheckpointError,
-    adopt_options,
     checkpoint_path,
-    load_generator_file,
     pretrained_path,
 )
 from util.visualizer import to_uint8
@@ -72,13 +69,9 @@ def load_model(checkpoint: str | None = None, name: str | None = None,
                                    "the renders, with the symmetry-aware fill")
     if not os.path.exists(checkpoint):
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
-    # As models.inference.load_generator does for a run: the file's own architecture and
-    # render settings win (a setting it predates means the dataclass default).
-    netG, trained_with, iteration = load_generator_file(checkpoint, device)
-    for f in dataclasses.fields(RenderSettings):
-        trained_with.setdefault(f.name, f.default)
-    adopt_options(opt, trained_with, options.parser)
-    model = create_model(opt, {"netG": netG}).eval().to(device)
+    # The file's own architecture and render settings win, as for test.py.
+    model, _ = model_from_file(checkpoint, opt, options.parser, device)
+    iteration = model.checkpoint_iteration
     return model, RenderSettings.from_options(opt), (
         f"generator {os.path.relpath(checkpoint)} (iteration "
         f"{'?' if iteration is None else iteration}, {opt.crop_size} px)")
