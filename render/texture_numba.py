@@ -175,9 +175,10 @@ def _stretched_face(a_src, a_dst, factor):
 def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src_mask,
                    src_depth, tol, image, vertex_colours, fused, dst_verts, factor,
                    batch, channels, height, width, out_image, out_hidden, out_filled,
-                   out_outside, out_stretched):
+                   out_outside, out_stretched, out_coverage):
     """Fill ``out_image`` (B*C*H*W) and the (B*H*W) float32 masks ``out_hidden``,
-    ``out_filled``, ``out_outside``, ``out_stretched`` for one textured render; see
+    ``out_filled``, ``out_outside``, ``out_stretched``, ``out_coverage`` (the target
+    fragments' mask as 0/1) for one textured render; see
     :func:`texture_view`. Every array is flat (C order): the target fragments (B*H*W,
     ``dst_bary`` B*H*W*3), the source fragments' mask and depth (B*H*W), ``verts`` and
     ``dst_verts`` (B*V*3), ``image`` (B*C*H*W), ``vertex_colours`` (B*V*C), so that each
@@ -211,11 +212,13 @@ def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src
         out_filled[p0:p0 + width] = 0.0
         out_outside[p0:p0 + width] = 0.0
         out_stretched[p0:p0 + width] = 0.0
+        out_coverage[p0:p0 + width] = 0.0
         for k in range(channels):
             out_image[q0 + k * pixels:q0 + k * pixels + width] = 0.0
         for p in range(p0, p0 + width):
             if not dst_mask[p]:
                 continue
+            out_coverage[p] = 1.0
             f = dst_ids[p]
             q = q0 + (p - p0)
             if stretch and grown[b * num_faces + f]:
@@ -395,6 +398,75 @@ def face_mask(fragments, face_triangles: int, kernel: int, dtype) -> torch.Tenso
     return out
 
 
+@njit(inline="always")
+def _lerp(start, end, weight, fused):
+    """``torch.lerp`` of float32 scalars as its vectorised CPU kernel computes it (down to
+    the sign of zero): ``start + weight * diff`` for small weights, else
+    ``end + (weight - 1) * diff``, each one multiply-add (fused or not: ``lerp_fuses``)."""
+    diff = end - start
+    if abs(weight) < 0.5:
+        return _mul_add(weight, diff, start, fused)
+    return _mul_add(weight - np.float32(1.0), diff, end, fused)
+
+
+@njit(cache=True, nogil=True)
+def _composite_plane(image, mask, background, m0, q0, pixels, fused, out):
+    for i in range(pixels):
+        out[q0 + i] = _lerp(background, image[q0 + i], mask[m0 + i], fused)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def composite_kernel(image, mask, background, batch, channels, pixels, fused, out):
+    """out = torch.lerp(background, image, mask) for flat float32 image (B*C*H*W), mask
+    (B*H*W, shared by the channels) and background (B*C, one value per plane)."""
+    for plane in prange(batch * channels):
+        _composite_plane(image, mask, background[plane], (plane // channels) * pixels,
+                         plane * pixels, pixels, fused, out)
+
+
+_LERP: list = []  # [fused] once probed, or [None]: neither rounding reproduces torch.lerp
+
+
+def lerp_fuses():
+    """Does this PyTorch's CPU ``torch.lerp`` round its multiply-add once (True) or twice
+    (False), as :func:`composite_kernel` can reproduce; None when neither matches it
+    exactly (then :func:`composite` is not to be used). Probed once per process on
+    random weights, broadcast as ``renderer.composite`` does, in an odd size."""
+    if not _LERP:
+        g = torch.Generator().manual_seed(0)
+        image = torch.rand(2, 3, 37, 53, generator=g) * 2 - 1
+        mask = torch.rand(2, 1, 37, 53, generator=g) * 1.2 - 0.1
+        background = torch.rand(2, 3, 1, 1, generator=g) * 2 - 1
+        ref = torch.lerp(background.expand_as(image), image, mask)
+        found = None
+        for fused in (True, False):
+            if torch.equal(_composite(image, mask, background, fused), ref):
+                found = fused
+                break
+        _LERP.append(found)
+    return _LERP[0]
+
+
+def _composite(image, mask, background, fused):
+    B, C, H, W = image.shape
+    out = torch.empty(B, C, H, W, dtype=torch.float32)
+    if out.numel():
+        _use_torch_threads()
+        with _LOCK:
+            composite_kernel(image.reshape(-1).contiguous().numpy(),
+                             mask.reshape(-1).contiguous().numpy(),
+                             background.reshape(-1).contiguous().numpy(), B, C, H * W,
+                             fused, out.view(-1).numpy())
+    return out
+
+
+def composite(image, mask, background) -> torch.Tensor:
+    """``torch.lerp(background.expand_as(image), image, mask)`` bit for bit, compiled:
+    float32 CPU image (B, C, H, W), mask (B, 1, H, W), background (B, C, 1, 1); only
+    where :func:`lerp_fuses` is not None."""
+    return _composite(image, mask, background, lerp_fuses())
+
+
 _PROBE: list = []  # [(fused, exact)] once probed
 
 
@@ -450,8 +522,8 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
                  scratch: str | None = None) -> dict:
     """The target view's fragments ``dst`` textured from ``src_image`` (B, C, H, W) float32,
     whose view of the same mesh is ``src_vertices`` (B, V, 3) float32 with fragments
-    ``src``. Returns float32 image (B, C, H, W) and hidden, filled, outside, stretched
-    (B, 1, H, W).
+    ``src``. Returns float32 image (B, C, H, W) and hidden, filled, outside, stretched,
+    coverage (``dst.mask`` as 0/1) (B, 1, H, W).
 
     ``faces`` (F, 3) int64 in range; ``tol`` (B,) the z-test slack; ``still`` (F,) bool:
     triangles whose pixels are copied from ``src_image`` (None: none); ``mirror`` (V,) the
@@ -472,7 +544,7 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
         image = _scratch(f"{scratch}.image", (B, C, H, W), torch.float32)
         outside = _scratch(f"{scratch}.outside", (B, 1, H, W), torch.float32)
     plane = lambda: torch.empty(B, 1, H, W, dtype=torch.float32)  # noqa: E731
-    masks = (plane(), plane(), outside, plane())
+    masks = (plane(), plane(), outside, plane(), plane())
     if image.numel():
         flat = lambda t: t.detach().reshape(-1).contiguous().numpy()  # noqa: E731
         colours = (np.zeros(0, np.float32) if vertex_colours is None
@@ -494,4 +566,4 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
         for m in masks:
             m.zero_()
     return dict(image=image, hidden=masks[0], filled=masks[1], outside=masks[2],
-                stretched=masks[3])
+                stretched=masks[3], coverage=masks[4])

@@ -253,6 +253,34 @@ def test_compiled_face_mask_is_erode_of_the_face_region(astronaut, mesh, monkeyp
     assert torch.equal(with_renderer, reference)
 
 
+@pytest.mark.parametrize("shape", [(8, 3, 64, 64), (2, 3, 37, 53), (1, 1, 1, 1), (0, 3, 4, 4)])
+def test_compiled_composite_is_torch_lerp(shape, monkeypatch):
+    """renderer.composite on the numba path against torch.lerp: masks of 0 and 1 (all the
+    renderer passes), fractional and out-of-range weights, and NaN, infinite and signed
+    zero colours."""
+    B, C, H, W = shape
+    if texture_numba.lerp_fuses() is None:
+        pytest.skip("this build's torch.lerp rounds neither way the kernel can")
+    g = torch.Generator().manual_seed(H)
+    image = torch.rand(shape, generator=g) * 2 - 1
+    background = torch.rand(B, C, 1, 1, generator=g) * 2 - 1
+    if image.numel() > 10:
+        image.view(-1)[:4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+        background.view(-1)[0] = -0.0
+    binary = (torch.rand(B, 1, H, W, generator=g) > 0.5).float()
+    weights = torch.rand(B, 1, H, W, generator=g) * 1.4 - 0.2
+    calls = []
+    real = texture_numba.composite
+    monkeypatch.setattr(texture_numba, "composite", lambda *a: calls.append(1) or real(*a))
+    for mask in (binary, weights):
+        rendered = renderer.Rendered(image, mask, mask, mask, None, mask)
+        ours = _with(monkeypatch, "numba",
+                     lambda r=rendered, m=mask: renderer.composite(r, m, background))
+        reference = torch.lerp(background.expand_as(image), image, mask)
+        assert torch.equal(ours.view(-1).view(torch.int32), reference.view(-1).view(torch.int32))
+    assert len(calls) == 2  # the compiled pass ran
+
+
 # ------------------------------------------------------------------------ the source view
 @pytest.mark.parametrize("scope", ["face", "image"])
 @pytest.mark.parametrize("strategy", ["numba", "compact"])
