@@ -80,6 +80,14 @@ def _bits_f32(typingctx, b):
 
 
 @njit(inline="always")
+def _u(i):
+    """Index ``i`` (known >= 0) as unsigned: numba then skips its negative-index fix-up
+    (index + length when negative), a compare and select per access that also keeps
+    simple loops from vectorising."""
+    return np.uint64(i)
+
+
+@njit(inline="always")
 def _clamp_f32(v):
     """float32 of ``v`` clamped to the finite float32 range; NaN stays NaN (torch.clamp)."""
     if v != v:
@@ -188,20 +196,23 @@ def rasterize_kernel(verts, faces, batch, height, width, cull, bands,
             py = r * _ONE + _HALF
             for c in range(c0, c1):
                 p = row + c
-                key = zbuf[p]
+                key = zbuf[_u(p)]
                 if key == _EMPTY:
                     _fill_empty(p, p + 1, zbuf, bary, depth, mask)
                     continue
                 f = key & _LOW32
-                zbuf[p] = f
-                mask[p] = True
-                depth[p] = _key_depth(key)
-                x0 = np.int64(X[faces[f, 0] + vb])
-                x1 = np.int64(X[faces[f, 1] + vb])
-                x2 = np.int64(X[faces[f, 2] + vb])
-                y0 = np.int64(Y[faces[f, 0] + vb])
-                y1 = np.int64(Y[faces[f, 1] + vb])
-                y2 = np.int64(Y[faces[f, 2] + vb])
+                zbuf[_u(p)] = f
+                mask[_u(p)] = True
+                depth[_u(p)] = _key_depth(key)
+                i0 = _u(faces[_u(f), 0] + vb)
+                i1 = _u(faces[_u(f), 1] + vb)
+                i2 = _u(faces[_u(f), 2] + vb)
+                x0 = np.int64(X[i0])
+                x1 = np.int64(X[i1])
+                x2 = np.int64(X[i2])
+                y0 = np.int64(Y[i0])
+                y1 = np.int64(Y[i1])
+                y2 = np.int64(Y[i2])
                 px = c * _ONE + _HALF
                 # n_i: edge function of the edge opposite vertex i (from i+1 to i+2), with
                 # the products in float64 in the PyTorch path's order.
@@ -212,9 +223,9 @@ def rasterize_kernel(verts, faces, batch, height, width, cull, bands,
                 n2 = (np.float64(x1 - x0) * np.float64(py - y0)
                       - np.float64(y1 - y0) * np.float64(px - x0))
                 inv_area2 = 1.0 / (n0 + n1 + n2)
-                bary[p, 0] = np.float32(n0 * inv_area2)
-                bary[p, 1] = np.float32(n1 * inv_area2)
-                bary[p, 2] = np.float32(n2 * inv_area2)
+                bary[_u(p), 0] = np.float32(n0 * inv_area2)
+                bary[_u(p), 1] = np.float32(n1 * inv_area2)
+                bary[_u(p), 2] = np.float32(n2 * inv_area2)
 
 
 @njit(inline="always")
@@ -287,8 +298,8 @@ def _draw_faces(X, Y, verts, faces, num_faces, vb, img, r0, r1, height, width, c
             last[row - r0] = max(last[row - r0], cmin + stop)
             for off in range(stop - start + 1):
                 key = _depth_key(span_z + z_step * np.float32(off), f)
-                if key < zbuf[p + off]:
-                    zbuf[p + off] = key
+                if key < zbuf[_u(p + off)]:
+                    zbuf[_u(p + off)] = key
 
 
 def _bands(batch: int, height: int) -> int:
