@@ -10,7 +10,11 @@ batch 1 and 8, with 1 and 2 threads, for
   our ``rasterize``);
 * ``per-vertex``: an image of interpolated per-vertex colours (Sim3DR's ``rasterize``; our
   ``rasterize`` + ``interpolate``);
-* ``textured``: ``rotated_view`` (both views rasterised, visibility, per-pixel texture);
+* ``render``: ``render_textured`` of the photo at its pose onto the turned mesh (both
+  views rasterised in one call, visibility, per-pixel texture: the issue's "per-pixel
+  textured render", and the closest to Sim3DR's per-vertex job, which makes one image);
+* ``textured``: ``rotated_view`` (the same, plus what a view returns: the face mask and
+  its erosion, the background colour and the composite, the landmarks);
 * ``cached``: the same from a ``source_view`` prepared once per photo (the source view's
   raster and fill reused: what a pose sweep pays per pose);
 * ``pair``: ``training_pair`` (a -> b -> a);
@@ -52,6 +56,7 @@ from render import rasterizer, renderer, whole_image  # noqa: E402
 from render.rasterizer import interpolate, rasterize  # noqa: E402
 from render.renderer import (  # noqa: E402
     FaceMesh,
+    render_textured,
     rotate_vertices,
     rotated_view,
     source_view,
@@ -170,11 +175,11 @@ def candidates(job, mesh_name, face, mesh, batch, size, sim):
         src = whole_image.extend_vertices(v, R, s, t, size, drawn.whole)
         dst = whole_image.rotate_whole(src, R, s, t, yaws, pitches, drawn.whole)
     else:
-        drawn, dst = mesh, rotate_vertices(v, R, s, t, yaws, pitches)
+        drawn, src, dst = mesh, v, rotate_vertices(v, R, s, t, yaws, pitches)
     tri = drawn.triangles
     colours = torch.rand(dst.shape[1], 3, generator=torch.Generator().manual_seed(0))
     out = {}
-    textured = job in ("textured", "cached", "pair")
+    textured = job in ("render", "textured", "cached", "pair")
     for label in ("torch", "numba") + (("raster-only",) if textured else ()):
         strategy = "compact" if label == "torch" else "numba"
         fused = label != "raster-only"
@@ -183,6 +188,9 @@ def candidates(job, mesh_name, face, mesh, batch, size, sim):
         elif job == "per-vertex":
             out[label] = lambda st=strategy: interpolate(
                 rasterize(dst, tri, size, size, strategy=st), tri, colours, strategy=st)
+        elif job == "render":
+            out[label] = with_strategy(strategy, lambda: render_textured(
+                img, src, dst, drawn), fused)
         elif job == "textured":
             out[label] = with_strategy(strategy, lambda: rotated_view(
                 img, v, R, s, t, yaws, pitches, mesh, settings), fused)
@@ -268,7 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=15, help="interleaved rounds (>= 5)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    jobs = ["fragments", "per-vertex", "textured", "cached", "pair"]
+    jobs = ["fragments", "per-vertex", "render", "textured", "cached", "pair"]
     ap.add_argument("--jobs", nargs="+", default=jobs, choices=jobs)
     ap.add_argument("--meshes", nargs="+", default=["face", "whole-image"],
                     choices=["face", "whole-image"])
