@@ -243,9 +243,9 @@ def _draw_faces(X, Y, verts, faces, num_faces, vb, img, r0, r1, height, width, c
     """Z-buffer every face of one image into its rows [r0, r1), in face order; ``first``
     and ``last`` (per row of the band) widen to the columns the fragments reach."""
     for f in range(num_faces):
-        i0 = faces[f, 0] + vb
-        i1 = faces[f, 1] + vb
-        i2 = faces[f, 2] + vb
+        i0 = _u(faces[f, 0] + vb)
+        i1 = _u(faces[f, 1] + vb)
+        i2 = _u(faces[f, 2] + vb)
         x0 = np.int64(X[i0])
         x1 = np.int64(X[i1])
         x2 = np.int64(X[i2])
@@ -292,10 +292,11 @@ def _draw_faces(X, Y, verts, faces, num_faces, vb, img, r0, r1, height, width, c
                 continue
             span_z = _clamp_f32(zp0 + zp1 * np.float64(start) + zp2 * np.float64(dr))
             p = img + row * width + cmin + start
-            if last[row - r0] < 0:
+            band_row = _u(row - r0)
+            if last[band_row] < 0:
                 zbuf[img + row * width:img + (row + 1) * width] = _EMPTY
-            first[row - r0] = min(first[row - r0], cmin + start)
-            last[row - r0] = max(last[row - r0], cmin + stop)
+            first[band_row] = min(first[band_row], cmin + start)
+            last[band_row] = max(last[band_row], cmin + stop)
             for off in range(stop - start + 1):
                 key = _depth_key(span_z + z_step * np.float32(off), f)
                 if key < zbuf[_u(p + off)]:
