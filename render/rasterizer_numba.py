@@ -317,6 +317,7 @@ def _use_torch_threads():
 
 
 _SCRATCH = threading.local()  # this thread's reusable buffers: {(name, dtype): flat tensor}
+SCRATCH_LIMIT = 64 << 20  # bytes: larger requests get fresh memory that is not kept
 
 
 def scratch(name: str, shape, dtype) -> torch.Tensor:
@@ -324,9 +325,14 @@ def scratch(name: str, shape, dtype) -> torch.Tensor:
     the same memory on every call, so a render's intermediate results cost no fresh pages
     (at 256 px a batch's fragments are tens of MB; freshly allocated, their page faults
     cost about as much as rasterising them). Valid until the next request of ``name`` on
-    this thread: only for results that the caller never hands out."""
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    this thread: only for results that the caller never hands out. A request over
+    ``SCRATCH_LIMIT`` bytes gets a fresh tensor instead, so that what a thread keeps stays
+    bounded (the renderer names 14 buffers; a 256 px batch of 16 views needs 13 MB in the
+    largest)."""
     size = math.prod(shape)
+    if size * torch.empty(0, dtype=dtype).element_size() > SCRATCH_LIMIT:
+        return torch.empty(shape, dtype=dtype)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     buf = buffers.get((name, dtype))
     if buf is None or buf.numel() < size:
         buf = buffers[name, dtype] = torch.empty(size, dtype=dtype)

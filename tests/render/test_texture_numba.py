@@ -208,6 +208,18 @@ def test_results_do_not_share_the_reused_buffers(faces, mesh, monkeypatch, scope
                 assert all(hi <= a or lo >= b for a, b in buffers), f"{k} is in a buffer"
 
 
+def test_reused_buffers_are_reused_and_bounded(monkeypatch):
+    from render import rasterizer_numba
+
+    a = rasterizer_numba.scratch("test.a", (10, 3), torch.float32)
+    b = rasterizer_numba.scratch("test.a", (5, 3), torch.float32)
+    assert b.data_ptr() == a.data_ptr() and b.shape == (5, 3)  # the same memory
+    monkeypatch.setattr(rasterizer_numba, "SCRATCH_LIMIT", 100)
+    big = rasterizer_numba.scratch("test.big", (30,), torch.float32)  # 120 bytes
+    assert big.shape == (30,)
+    assert ("test.big", torch.float32) not in rasterizer_numba._SCRATCH.buffers  # not kept
+
+
 # ------------------------------------------------------------ compiled erosion, face mask
 def _torch_erode(mask, kernel, monkeypatch):
     return _with(monkeypatch, "compact", lambda: renderer.erode(mask, kernel))
