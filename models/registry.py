@@ -35,6 +35,13 @@ class BuiltFromArgs:
         raise NotImplementedError(f"{cls.__name__} must define args_from_opt(opt)")
 
     @classmethod
+    def options_from_args(cls, args: dict) -> dict:
+        """The option values constructor ``args`` stand for (so a run that loads the net
+        records, and warns about, what it really is): by default the arguments themselves
+        (those named like an option are that option)."""
+        return dict(args)
+
+    @classmethod
     def from_opt(cls, opt, *given):
         return cls.from_args(cls.args_from_opt(opt, *given))
 

@@ -23,6 +23,7 @@ from face3d.cli import (
 )
 from face3d.fileio import atomic_write
 from render.settings import RENDER_SCOPES
+from render.whole_image import FACE_DEPTH
 
 # Flags of the original's home-made multi-GPU rendering, and what replaces them here.
 RETIRED_FLAGS = {
@@ -126,6 +127,10 @@ class BaseOptions:
                             "face: the face mesh alone on the --background fill, as the "
                             "original. A checkpoint's own scope wins at test time (one saved "
                             "before this option: face)")
+        p.add_argument("--face_depth", type=positive_float, default=FACE_DEPTH,
+                       help="with --render_scope image: scale the face's depth about its "
+                            "centre by this (the calibrated value; a checkpoint's own wins at "
+                            "test time, one saved before this option: 0.8)")
         p.add_argument("--pose_noise", action="store_true",
                        help="training: also jitter the target pitch (by up to --pitch_noise "
                             "degrees)")

@@ -52,9 +52,9 @@ class TrainOptions(BaseOptions):
                             "CPU step")
         p.add_argument("--bf16", action="store_true",
                        help="run G and D under bfloat16 autocast (losses, optimiser and "
-                            "weights stay float32): about 2x faster convolutions on CUDA and "
-                            "on CPUs with native bf16 (AVX512-BF16 or AMX; refused on others, "
-                            "where it is emulated and slower)")
+                            "weights stay float32): about 2x faster convolutions on GPUs from "
+                            "Ampere on and CPUs with native bf16 (AVX512-BF16 or AMX; refused "
+                            "elsewhere, where it is emulated and slower)")
         p.add_argument("--gan_mode", default="hinge", choices=("hinge", "ls", "original", "w"),
                        help="adversarial loss")
         p.add_argument("--lambda_feat", type=non_negative_float, default=10.0,
@@ -100,21 +100,30 @@ class TrainOptions(BaseOptions):
         if opt.niter + opt.niter_decay < 1:
             raise OptionsError("--niter + --niter_decay must be at least 1 epoch")
         if opt.bf16 and not bf16_supported(opt.device):
-            raise OptionsError("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); "
-                               "train without --bf16")
+            raise OptionsError(f"--bf16: --device {opt.device} has no native bfloat16 (a CPU "
+                               "with AVX512-BF16 or AMX, or a GPU from Ampere on); train "
+                               "without --bf16")
         if getattr(opt, "vgg_weights", None) and not opt.no_vgg_loss:
             check_vgg_weights(opt.vgg_weights)
 
 
 def bf16_supported(device: str) -> bool:
-    """Whether bfloat16 autocast is fast on ``device`` (a --device value): CUDA, or a CPU
-    whose oneDNN has native bf16 kernels (elsewhere it is emulated, slower than float32)."""
+    """Whether bfloat16 autocast is fast on ``device`` (a --device value): a CUDA GPU with
+    native bf16 (Ampere and later), or a CPU with AVX512-BF16 or AMX tiles. Elsewhere bf16 is
+    emulated, slower than float32. (oneDNN's own ``_is_mkldnn_bf16_supported`` is not the
+    test: it says yes on any CPU with AVX512BW/VL/DQ, where bf16 is emulated.)"""
     import torch
 
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return True
-    return bool(torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+            including_emulation=False)
+    if device != "cpu":
+        return False
+    native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+              or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(native and torch.backends.mkldnn.is_available())
 
 
 def check_vgg_weights(path: str) -> None:

@@ -451,11 +451,11 @@ def composite(render: Rendered, mask, background):
 
 # ------------------------------------------------------------------------ the two products
 def _whole_image_views(vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
-                       size: int):
+                       size: int, face_depth: float):
     """(whole-image mesh, its vertices at the source pose, at the target pose)."""
     whole = mesh.whole_image()
-    src = whole_image.extend_vertices(whole_image.flatten(vertices, translation), rotation,
-                                      scale, translation, size, whole.whole)
+    src = whole_image.extend_vertices(whole_image.flatten(vertices, translation, face_depth),
+                                      rotation, scale, translation, size, whole.whole)
     dst = whole_image.rotate_whole(src, rotation, scale, translation, yaw, pitch, whole.whole)
     return whole, src, dst
 
@@ -490,8 +490,9 @@ def scope_problems(image, vertices, rotation, scale, translation, mesh: FaceMesh
     if settings.render_scope != "image":
         return [""] * vertices.shape[0]
     whole = mesh.whole_image()
-    src = whole_image.extend_vertices(whole_image.flatten(vertices, translation), rotation,
-                                      scale, translation, image.shape[-1], whole.whole)
+    src = whole_image.extend_vertices(
+        whole_image.flatten(vertices, translation, settings.face_depth), rotation, scale,
+        translation, image.shape[-1], whole.whole)
     return whole_image.check_source(src, image.shape[-1], whole.whole)
 
 
@@ -562,8 +563,9 @@ def _source_vertices(vertices, rotation, scale, translation, mesh: FaceMesh,
     if settings.render_scope != "image":
         return mesh, vertices
     drawn = mesh.whole_image()
-    return drawn, whole_image.extend_vertices(whole_image.flatten(vertices, translation),
-                                              rotation, scale, translation, size, drawn.whole)
+    return drawn, whole_image.extend_vertices(
+        whole_image.flatten(vertices, translation, settings.face_depth), rotation, scale,
+        translation, size, drawn.whole)
 
 
 def _source(image, vertices, rotation, scale, translation, drawn: FaceMesh, src_v,
@@ -673,7 +675,8 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     whole = settings.render_scope == "image"
     if whole:
         drawn, verts_a, verts_b = _whole_image_views(vertices, rotation, scale, translation,
-                                                     yaw_b, pitch_b, mesh, W)
+                                                     yaw_b, pitch_b, mesh, W,
+                                                     settings.face_depth)
     else:
         drawn, verts_a = mesh, vertices
         verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)

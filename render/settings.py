@@ -26,14 +26,22 @@ class RenderSettings:
                     fill, as the original did. The dataclass default is 'face' so that
                     settings saved before the option existed mean what they meant; the
                     command line's default is 'image'.
+    face_depth:     with 'image', the face's depth about its centre is scaled by this
+                    (``render.whole_image.FACE_DEPTH`` is the calibrated value, the command
+                    line's default). The dataclass default is 0.8, the value before
+                    2026-12-02, so that settings saved before the field existed render as
+                    they were trained.
     """
 
     erode_kernel: int = 19
     background: str = "avg"
     symmetric_fill: bool = False
     render_scope: str = "face"
+    face_depth: float = 0.8
 
     def __post_init__(self):
+        if not self.face_depth > 0:
+            raise ValueError(f"face_depth must be > 0, got {self.face_depth}")
         if self.erode_kernel < 0:
             raise ValueError(f"erode_kernel must be >= 0, got {self.erode_kernel}")
         if self.background not in BACKGROUNDS:

@@ -221,11 +221,11 @@ def _front_depth(u, v):
     return (-uv - disc.sqrt()) / vv
 
 
-def flatten(vertices, translation):
+def flatten(vertices, translation, face_depth: float = FACE_DEPTH):
     """The face as the whole-image mesh uses it: depth about the head's centre scaled by
-    ``FACE_DEPTH`` in the camera frame, so x and y at the source pose (the texture
-    coordinates) are untouched."""
-    z = translation[:, None, 2] + FACE_DEPTH * (vertices[..., 2] - translation[:, None, 2])
+    ``face_depth`` (a run's ``RenderSettings.face_depth``) in the camera frame, so x and y at
+    the source pose (the texture coordinates) are untouched."""
+    z = translation[:, None, 2] + face_depth * (vertices[..., 2] - translation[:, None, 2])
     return torch.cat([vertices[..., :2], z[..., None]], -1)
 
 

@@ -279,11 +279,18 @@ def test_reuse_fake_saves_the_d_steps_generator_pass(rotate, reuse):
 
 
 def test_bf16_is_refused_on_a_cpu_without_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    # An AVX512 CPU without AVX512-BF16 or AMX (Skylake-SP, Cascade Lake): oneDNN would run
+    # bf16 there, emulated; the flag is refused.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert not bf16_supported("cpu")
     assert train.main(run_args(tmp_path, "bf16", "--no_vgg_loss", "--bf16",
                                "--device", "cpu")) == 2
     assert_one_line_error(capsys.readouterr().err, "--bf16", "no native bfloat16")
     assert not (tmp_path / "bf16").exists()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert bf16_supported("cpu")
 
 
 def test_learning_rate_schedule():

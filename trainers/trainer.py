@@ -103,7 +103,7 @@ class Trainer:
         d_opt.step()
         return losses
 
-    def step(self, pair: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def step(self, pair: dict) -> tuple[dict[str, float], torch.Tensor]:
         """One iteration on a rendered pair: a G step, then --D_steps_per_G D steps. D sees
         the updated G, as in SPADE, or with --reuse_fake the G step's own output, as in
         pix2pixHD. Returns the loss values and G's output (before its update)."""

@@ -42,7 +42,7 @@ import torch
 
 from face3d.fileio import atomic_write
 from models import MODELS
-from models.networks import DISCRIMINATORS, GENERATORS, flag_of_kind, net_spec, rebuild
+from models.networks import DISCRIMINATORS, GENERATORS, net_spec, rebuild, spec_options
 
 FORMAT = 2
 EXPORT_FORMAT = 1
@@ -247,9 +247,7 @@ class Checkpointer:
         and its constructor arguments (those named like an option are that option)."""
         values = dict(state["settings"])
         for n in state["net_specs"] if names is None else names:
-            spec = state["net_specs"][n]
-            values[flag_of_kind(spec["kind"])] = spec["name"]
-            values.update(spec["args"])
+            values.update(spec_options(state["net_specs"][n]))
         return values
 
     @staticmethod
@@ -363,7 +361,7 @@ def load_exported_generator(path: str, device="cpu") -> tuple[torch.nn.Module, d
     own = net.state_dict()
     state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     load_net(net, state, "netG", weights)
-    trained_with = dict(settings, **{flag_of_kind(spec["kind"]): spec["name"]}, **spec["args"])
+    trained_with = dict(settings, **spec_options(spec))
     return net.eval().to(device), trained_with, record.get("training", {}).get("iteration")
 
 

@@ -76,6 +76,7 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     from models.inference import face_tensors, rotate
     from render.renderer import FaceMesh
     from render.settings import RenderSettings
+    from render.whole_image import FACE_DEPTH
 
     if fitter is None:
         with MediaPipeFitter() as fitter:
@@ -86,7 +87,8 @@ def contact_sheet(rgb: np.ndarray, yaws, crop_size: int = 256, device: str = "cp
     face = face_tensors(crop, fit, device)
     poses = [(float(y), None) for y in yaws]  # None: the photo's own pitch
     mesh = FaceMesh.mediapipe(device=device)
-    whole = RenderSettings(erode_kernel=0, background="grey", render_scope="image")
+    whole = RenderSettings(erode_kernel=0, background="grey", render_scope="image",
+                           face_depth=FACE_DEPTH)
     plain = rotate(face, poses, mesh, whole)
     fill = rotate(face, poses, mesh, whole.replace(symmetric_fill=True))
     face_only = rotate(face, poses, mesh, whole.replace(render_scope="face"))

@@ -143,6 +143,18 @@ def flag_of_kind(kind: str) -> str:
     return _KINDS[kind].flag.lstrip("-")
 
 
+def spec_options(spec: dict) -> dict:
+    """The option values a ``net_spec`` stands for: its registry name under its flag and its
+    constructor arguments, translated by the class where an argument and its option differ
+    (``options_from_args``). Unknown names give just the flag and the arguments."""
+    values = {flag_of_kind(spec["kind"]): spec["name"]}
+    try:
+        cls = _KINDS[spec["kind"]].get(spec["name"])
+    except (KeyError, ValueError):
+        return values | dict(spec["args"])
+    return values | cls.options_from_args(dict(spec["args"]))
+
+
 def rebuild(spec: dict) -> nn.Module:
     """A freshly initialised net of the architecture ``net_spec`` described."""
     if spec.get("kind") not in _KINDS:

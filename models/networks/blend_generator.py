@@ -20,13 +20,15 @@ an offset of -2, 12 % of an untrained image leaked into every visible pixel, and
 reconstruction of a first CPU run fell 1.6 dB below the render's).
 
 With ``keep_seen`` the mask is also multiplied by that union, widened by ``SEEN_MARGIN``
-pixels at the output resolution: every pixel the render saw in the photo is the render's,
-bit for bit, and the net paints only what the render had to make up. A net free to touch
-every pixel learns on a->b->a pairs, whose seen pixels were resampled twice, to sharpen
-them, and then over-sharpens a real rotation's (resampled once): shipped model v4 scored a
-worse identity distance than the bare render at 0 degrees (0.205 against 0.194 on 200
-held-out photos); the same weights with the mask kept off the seen pixels scored 0.190
-against the symmetry fill's 0.185 on 40 photos, and a 0.4 dB higher reconstruction PSNR.
+pixels at the output resolution: every pixel the render saw in the photo, except those
+within that margin of a hidden or stretched one, is the render's, bit for bit, and the net
+paints only what the render had to make up (and blends it into its surroundings). A net
+free to touch every pixel learns on a->b->a pairs, whose seen pixels were resampled twice,
+to sharpen them, and then over-sharpens a real rotation's (resampled once): shipped model
+v4 scored a worse identity distance than the bare render at 0 degrees (0.205 against 0.194
+on 200 held-out photos); the same weights with the mask kept off the seen pixels scored
+0.190 against the symmetry fill's 0.185 on 40 photos, and a 0.4 dB higher reconstruction
+PSNR.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class BlendGenerator(BuiltFromArgs, nn.Module):
         n_blocks_G: int = 2,        # Residual blocks at the bottleneck.
         norm_G: str = "spectralinstance",  # Norm string, see normalization.parse_norm.
         blend_downsample: bool = True,  # Run the U-Net at half resolution, blend at full.
-        keep_seen: bool = False,    # Leave every pixel the render saw to the render (exact).
+        keep_seen: bool = False,    # Leave seen pixels (beyond SEEN_MARGIN) to the render.
     ):
         super().__init__()
         self.label_nc, self.output_nc = label_nc, output_nc
@@ -102,6 +104,13 @@ class BlendGenerator(BuiltFromArgs, nn.Module):
                     # options saved before the flag existed: the net as it was trained then
                     keep_seen=not getattr(opt, "blend_repaints_seen", True))
 
+    @classmethod
+    def options_from_args(cls, args: dict) -> dict:
+        # The two switches are flags that say the opposite of the arguments; a file saved
+        # before keep_seen existed was trained without it.
+        return dict(args, no_blend_downsample=not args.get("blend_downsample", True),
+                    blend_repaints_seen=not args.get("keep_seen", False))
+
     @staticmethod
     def modify_commandline_options(parser, is_train):
         RotateGenerator.modify_commandline_options(parser, is_train)
@@ -111,7 +120,7 @@ class BlendGenerator(BuiltFromArgs, nn.Module):
         add_flag(parser, "--blend_repaints_seen", action="store_true",
                  help="netG blend: let the net change pixels the render saw (default: "
                       "those stay the render's, exactly; the net repaints only the hidden "
-                      "and stretched ones)")
+                      "and stretched ones and a 3-px margin around them)")
         return parser
 
     def forward(self, image: torch.Tensor, seg: torch.Tensor | None = None,

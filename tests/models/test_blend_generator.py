@@ -297,6 +297,27 @@ def test_tiny_blend_run_and_init_generator(tmp_path, capsys):
     assert "starting G from" in capsys.readouterr().out
 
 
+def test_a_files_keep_seen_is_adopted_as_its_option(tmp_path, capsys):
+    """What a loaded file's net is shows in the run's options: a file without keep_seen
+    (v4's) means --blend_repaints_seen, and a --blend_repaints_seen the file contradicts is
+    reported and overridden."""
+    from models.networks import spec_options
+
+    assert spec_options({"kind": "generator", "name": "blend", "args": {}}) == {
+        "netG": "blend", "no_blend_downsample": False, "blend_repaints_seen": True}
+    net = tiny(keep_seen=True, blend_downsample=False)
+    out = str(tmp_path / "keep")
+    export_generator(net, {"crop_size": 64}, out, {})
+    options = TrainOptions()
+    opt = options.parse(BLEND + ["--model", "rotate", "--blend_repaints_seen"])
+    _, trained_with, _ = load_generator_file(out + ".safetensors")
+    from util.checkpoint import adopt_options
+
+    warnings = adopt_options(opt, trained_with, options.parser)
+    assert not opt.blend_repaints_seen and opt.no_blend_downsample
+    assert any("--blend_repaints_seen True conflicts" in w for w in warnings)
+
+
 def test_inference_feeds_the_view_masks():
     from torch.utils.data import default_collate
 

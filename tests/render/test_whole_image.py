@@ -20,7 +20,7 @@ from render import whole_image
 from render.renderer import FaceMesh, rotate_vertices, rotated_view, training_pair
 from render.settings import RenderSettings
 
-IMAGE = RenderSettings(erode_kernel=0, render_scope="image")
+IMAGE = RenderSettings(erode_kernel=0, render_scope="image", face_depth=whole_image.FACE_DEPTH)
 
 
 def _psnr(a, b):
@@ -251,7 +251,7 @@ def test_bfm_like_mesh_without_oval_refuses_image_scope(astronaut):
 # ------------------------------------------------------------------------- training pair
 def test_training_pair_whole_image(faces):
     f = faces["grace_hopper"]
-    s = RenderSettings(render_scope="image")
+    s = RenderSettings(render_scope="image", face_depth=whole_image.FACE_DEPTH)
     same = training_pair(f.image, *f.pose, f.yaw, f.pitch, FaceMesh.mediapipe(), s)
     assert _psnr(same["input"], f.image) >= 35.0
     assert same["hidden_b"].sum() == 0 and same["stretched"].sum() == 0
@@ -346,3 +346,19 @@ def test_cpu_and_cuda_give_the_same_triangle_ids(astronaut):
     cpu = rasterize(dst, mesh.triangles, CROP, CROP)
     gpu = rasterize(dst.cuda(), mesh.triangles.cuda(), CROP, CROP)
     assert torch.equal(cpu.face_ids, gpu.face_ids.cpu())
+
+
+def test_face_depth_is_a_render_setting(astronaut):
+    """The whole-image depth is recorded with a run (RenderSettings.face_depth): settings
+    saved before the field existed mean 0.8, the value they were trained with; the command
+    line's default is the calibrated FACE_DEPTH; and the setting reaches the render."""
+    from options.test_options import TestOptions
+
+    assert RenderSettings.from_dict({"render_scope": "image"}).face_depth == 0.8
+    assert RenderSettings.from_options(TestOptions().parse([])).face_depth == \
+        whole_image.FACE_DEPTH
+    with pytest.raises(ValueError, match="face_depth must be > 0"):
+        RenderSettings(face_depth=0.0)
+    a = _view(astronaut, 30.0)
+    b = _view(astronaut, 30.0, IMAGE.replace(face_depth=0.8))
+    assert not torch.equal(a["vertices"], b["vertices"])
