@@ -94,13 +94,19 @@ def _render_both(monkeypatch, *args, **kwargs):
     return fused
 
 
-def test_whole_image_render_textured_and_its_stretched_mask(astronaut, mesh, monkeypatch):
-    whole = mesh.whole_image()
-    f = astronaut
+def _whole_views(f, whole, yaw):
+    """The whole-image mesh's vertices of fitted face ``f`` at its own pose and at ``yaw``."""
     src = whole_image.extend_vertices(whole_image.flatten(f.vertices, f.translation),
                                       f.rotation, f.scale, f.translation, CROP, whole.whole)
     dst = whole_image.rotate_whole(src, f.rotation, f.scale, f.translation,
-                                   torch.tensor([50.0]), f.pitch, whole.whole)
+                                   torch.tensor([yaw]), f.pitch, whole.whole)
+    return src, dst
+
+
+def test_whole_image_render_textured_and_its_stretched_mask(astronaut, mesh, monkeypatch):
+    whole = mesh.whole_image()
+    f = astronaut
+    src, dst = _whole_views(f, whole, 50.0)
     r = _render_both(monkeypatch, f.image, src, dst, whole)
     from render.renderer import _stretched
 
@@ -250,10 +256,7 @@ def test_compiled_face_mask_is_erode_of_the_face_region(astronaut, mesh, monkeyp
     uncovered pixels) straight from the fragments, against region + erode in PyTorch."""
     whole = mesh.whole_image()
     f = astronaut
-    src = whole_image.extend_vertices(whole_image.flatten(f.vertices, f.translation),
-                                      f.rotation, f.scale, f.translation, CROP, whole.whole)
-    dst = whole_image.rotate_whole(src, f.rotation, f.scale, f.translation,
-                                   torch.tensor([35.0]), f.pitch, whole.whole)
+    src, dst = _whole_views(f, whole, 35.0)
     frags = rasterizer.rasterize(torch.cat([src, dst]), whole.triangles, CROP, CROP)
     region = (frags.mask & (frags.face_ids < whole.face_triangles))[:, None].float()
     reference = _torch_erode(region, kernel, monkeypatch)
