@@ -107,24 +107,23 @@ def list_images(folder: str, exclude: str | None = None) -> list[str]:
 def write_png(array: np.ndarray, path: str) -> str:
     """An HxWx3 uint8 RGB array as a PNG, whole file or none (a killed run never leaves a
     truncated image); returns ``path``."""
-    from face3d.fileio import atomic_write
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
-    return path
+    return _write_whole(path, Image.fromarray(array), format="PNG")
 
 
 def write_sweep_gif(frames: np.ndarray, path: str, frame_ms: int) -> str:
     """Frames (N, H, W, 3) uint8 of a sweep as a looping GIF that goes there and back,
     whole file or none; returns ``path``."""
+    images = [Image.fromarray(a) for a in np.concatenate([frames, frames[-2:0:-1]])]
+    return _write_whole(path, images[0], format="GIF", save_all=True,
+                        append_images=images[1:], duration=frame_ms, loop=0)
+
+
+def _write_whole(path: str, image: Image.Image, **save) -> str:
+    """``image.save(**save)`` encoded in memory, then written atomically to ``path``."""
     from face3d.fileio import atomic_write
 
-    images = [Image.fromarray(a) for a in np.concatenate([frames, frames[-2:0:-1]])]
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
-                   duration=frame_ms, loop=0)
+    image.save(buffer, **save)
     with atomic_write(path, "wb") as f:
         f.write(buffer.getvalue())
     return path

@@ -451,11 +451,9 @@ def composite(render: Rendered, mask, background):
 
 # ------------------------------------------------------------------------ the two products
 def _whole_image_views(vertices, rotation, scale, translation, yaw, pitch, mesh: FaceMesh,
-                       size: int, face_depth: float):
+                       settings: RenderSettings, size: int):
     """(whole-image mesh, its vertices at the source pose, at the target pose)."""
-    whole = mesh.whole_image()
-    src = whole_image.extend_vertices(whole_image.flatten(vertices, translation, face_depth),
-                                      rotation, scale, translation, size, whole.whole)
+    whole, src = _source_vertices(vertices, rotation, scale, translation, mesh, settings, size)
     dst = whole_image.rotate_whole(src, rotation, scale, translation, yaw, pitch, whole.whole)
     return whole, src, dst
 
@@ -489,10 +487,8 @@ def scope_problems(image, vertices, rotation, scale, translation, mesh: FaceMesh
     fit). Callers report such photos and go on; the face scope takes every photo."""
     if settings.render_scope != "image":
         return [""] * vertices.shape[0]
-    whole = mesh.whole_image()
-    src = whole_image.extend_vertices(
-        whole_image.flatten(vertices, translation, settings.face_depth), rotation, scale,
-        translation, image.shape[-1], whole.whole)
+    whole, src = _source_vertices(vertices, rotation, scale, translation, mesh, settings,
+                                  image.shape[-1])
     return whole_image.check_source(src, image.shape[-1], whole.whole)
 
 
@@ -675,8 +671,7 @@ def training_pair(image, vertices, rotation, scale, translation, yaw_b, pitch_b,
     whole = settings.render_scope == "image"
     if whole:
         drawn, verts_a, verts_b = _whole_image_views(vertices, rotation, scale, translation,
-                                                     yaw_b, pitch_b, mesh, W,
-                                                     settings.face_depth)
+                                                     yaw_b, pitch_b, mesh, settings, W)
     else:
         drawn, verts_a = mesh, vertices
         verts_b = rotate_vertices(vertices, rotation, scale, translation, yaw_b, pitch_b)

@@ -71,10 +71,13 @@ class Trainer:
         models/networks/loss.py); backward and the optimisers run outside it."""
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.opt.bf16)
 
-    def generator_step(self, pair: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def generator_step(self, pair: dict) -> tuple[dict[str, torch.Tensor], tuple]:
+        """The G step; returns its losses and G's outputs (reconstruction, and rotated with
+        --train_rotate, else None), from before G's update."""
         opt, model = self.opt, self.model
         g_opt = self.optimizers["G"]
         g_opt.zero_grad(set_to_none=True)
+        fake_rotated = None
         with frozen(model.netD, model.netD_rotate):
             with self.autocast():
                 losses, fake = model(pair, "generator")
@@ -86,9 +89,7 @@ class Trainer:
                 sum(rot_losses.values()).backward()
                 losses.update(rot_losses)
         g_opt.step()
-        if opt.train_rotate:
-            return losses, (fake, fake_rotated)
-        return losses, (fake, None)
+        return losses, (fake, fake_rotated)
 
     def discriminator_step(self, pair: dict, fakes=(None, None)) -> dict[str, torch.Tensor]:
         """One D step; ``fakes`` are G's outputs (reconstruction, rotated) to learn from, or
