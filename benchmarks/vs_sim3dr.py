@@ -11,8 +11,9 @@ batch 1 and 8, with 1 and 2 threads, for
 * ``per-vertex``: an image of interpolated per-vertex colours (Sim3DR's ``rasterize``; our
   ``rasterize`` + ``interpolate``);
 * ``render``: ``render_textured`` of the photo at its pose onto the turned mesh (both
-  views rasterised in one call, visibility, per-pixel texture: the issue's "per-pixel
-  textured render", and the closest to Sim3DR's per-vertex job, which makes one image);
+  views rasterised, visibility, per-pixel texture: the issue's "per-pixel textured
+  render"); its Sim3DR column is Sim3DR's per-vertex job on the same mesh and poses, timed
+  in the same rounds (the closest job it has: it makes one image of vertex colours);
 * ``textured``: ``rotated_view`` (the same, plus what a view returns: the face mask and
   its erosion, the background colour and the composite, the landmarks);
 * ``cached``: the same from a ``source_view`` prepared once per photo (the source view's
@@ -202,7 +203,9 @@ def candidates(job, mesh_name, face, mesh, batch, size, sim):
         elif job == "pair":
             out[label] = with_strategy(strategy, lambda: training_pair(
                 img, v, R, s, t, yaws + 30, pitches, mesh, settings), fused)
-    if sim is not None and job in ("fragments", "per-vertex"):
+    if sim is not None and job in ("fragments", "per-vertex", "render"):
+        # (for "render", Sim3DR's per-vertex job on the same mesh and poses: the issue's
+        # yardstick for a textured render, timed in the same rounds)
         s3 = Sim3DR(sim, tri, size)
         sim_v = s3.vertices(dst)
         c = np.ascontiguousarray(colours.numpy())
@@ -258,7 +261,9 @@ def _ms(ms: dict, key: str, width: int = 0) -> str:
 
 
 def summary(results: dict, batch: int, threads: int) -> str:
-    """The headline figures as a markdown table: ms per image at ``batch``, ``threads``."""
+    """The headline figures as markdown tables: ms per image at ``batch``, ``threads``; and
+    numba against Sim3DR at every batch and thread count measured (for "render", against
+    Sim3DR's per-vertex job)."""
     lines = [f"\n| batch {batch}, {threads} threads, ms per image | torch | numba raster only "
              "| numba | torch/numba | Sim3DR |", "| --- | --- | --- | --- | --- | --- |"]
     for (mesh_name, job, b, thr), ms in results.items():
@@ -267,6 +272,19 @@ def summary(results: dict, batch: int, threads: int) -> str:
         lines.append(f"| {mesh_name} {job} | {ms['torch']:.2f} | {_ms(ms, 'raster-only')} | "
                      f"{ms['numba']:.2f} | {ms['torch'] / ms['numba']:.1f}x | "
                      f"{_ms(ms, 'sim3dr')} |")
+    pairs = sorted({(b, thr) for (_, _, b, thr) in results})
+    rows = {}
+    for (mesh_name, job, b, thr), ms in results.items():
+        if "sim3dr" in ms:
+            rows.setdefault((mesh_name, job), {})[b, thr] = (
+                f"{ms['numba']:.2f} / {ms['sim3dr']:.2f} = {ms['numba'] / ms['sim3dr']:.2f}")
+    if rows:
+        lines += ["", "| numba / Sim3DR, ms per image | "
+                  + " | ".join(f"batch {b}, {thr} thr" for b, thr in pairs) + " |",
+                  "| --- |" + " --- |" * len(pairs)]
+        for (mesh_name, job), cells in rows.items():
+            lines.append(f"| {mesh_name} {job} | "
+                         + " | ".join(cells.get(k, "-") for k in pairs) + " |")
     return "\n".join(lines)
 
 

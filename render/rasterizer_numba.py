@@ -18,14 +18,17 @@ has nothing to bound here. The z-buffer lives in the face-id output itself.
 
 Threads follow ``torch.get_num_threads()``. numba's own default threading layer on Linux
 (GNU OpenMP) kills any process forked after it ran, which DataLoader workers are, so unless
-``NUMBA_THREADING_LAYER`` says otherwise the fork-safe ``workqueue`` layer is used; it may
-not be entered by two threads at once, hence the lock around every launch. Compiled code is
+``NUMBA_THREADING_LAYER`` says otherwise a fork-safe layer is used: ``tbb`` (installed with
+the requirements; thread-safe, and it starts a parallel loop in microseconds), else the
+built-in ``workqueue`` (about 0.1 ms per parallel loop, and it may not be entered by two
+threads at once, hence :func:`launching`'s lock). Compiled code is
 cached on disk (``cache=True``): the first call in a fresh environment compiles for a few
 seconds, later processes load it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -38,11 +41,36 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    # tbb where it loads (the tbb package), else workqueue; never GNU OpenMP, which kills
+    # forked children (DataLoader workers). tbb starts a parallel loop in ~2 us, workqueue
+    # in ~100 us: at batch 1 that was a third of a render.
+    numba.config.THREADING_LAYER = "forksafe"
 
 _LOCK = threading.Lock()
 # A lock held by another thread at fork time would stay held forever in the child.
 os.register_at_fork(after_in_child=lambda: globals().__setitem__("_LOCK", threading.Lock()))
+
+
+def threading_layer() -> str | None:
+    """numba's threading layer in this process ("tbb", "workqueue", ...), None before the
+    first parallel kernel has run (numba picks it then)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def launching():
+    """Around every kernel call: numba takes torch's thread count, and the workqueue layer,
+    which may not be entered by two threads at once, is entered by one (so is any layer
+    before the first launch, when it is not yet known)."""
+    _use_torch_threads()
+    if threading_layer() in ("tbb", "omp"):
+        yield
+        return
+    with _LOCK:
+        yield
 
 # The PyTorch path's constants (render/rasterizer.py), restated as plain ints for numba.
 _BITS = 8
@@ -150,10 +178,13 @@ def _occupied_rows(Y, v0, v1, height):
 
 @njit(cache=True, parallel=True, nogil=True)
 def rasterize_kernel(verts, faces, batch, height, width, cull, bands,
-                     zbuf, bary, depth, mask):
+                     zbuf, bary, depth, mask, fragments):
     """Fill the flat (B*H*W) outputs ``zbuf`` (int64, becomes the face ids), ``bary``
     ((B*H*W, 3) float32), ``depth`` (float32) and ``mask`` (bool) for vertices
-    (B*V, 3, float32 or float64) and faces (F, 3, int64 in range), ``bands`` tiles per image."""
+    (B*V, 3, float32 or float64) and faces (F, 3, int64 in range), ``bands`` tiles per image.
+    ``fragments`` False: only depth and mask (``zbuf`` is then only the z-buffer, left
+    holding keys, and ``bary`` is not touched: what a visibility test needs, for a fraction
+    of the memory traffic)."""
     num_verts = verts.shape[0] // batch if batch else 0
     n = verts.shape[0]
     X = np.empty(n, np.int32)
@@ -191,19 +222,21 @@ def rasterize_kernel(verts, faces, batch, height, width, cull, bands,
             c1 = last[r - r0] + 1
             if c1 <= c0:
                 c0 = c1 = width
-            _fill_empty(row, row + c0, zbuf, bary, depth, mask)
-            _fill_empty(row + c1, row + width, zbuf, bary, depth, mask)
+            _fill_empty(row, row + c0, zbuf, bary, depth, mask, fragments)
+            _fill_empty(row + c1, row + width, zbuf, bary, depth, mask, fragments)
             py = r * _ONE + _HALF
             for c in range(c0, c1):
                 p = row + c
                 key = zbuf[_u(p)]
                 if key == _EMPTY:
-                    _fill_empty(p, p + 1, zbuf, bary, depth, mask)
+                    _fill_empty(p, p + 1, zbuf, bary, depth, mask, fragments)
+                    continue
+                mask[_u(p)] = True
+                depth[_u(p)] = _key_depth(key)
+                if not fragments:
                     continue
                 f = key & _LOW32
                 zbuf[_u(p)] = f
-                mask[_u(p)] = True
-                depth[_u(p)] = _key_depth(key)
                 i0 = _u(faces[_u(f), 0] + vb)
                 i1 = _u(faces[_u(f), 1] + vb)
                 i2 = _u(faces[_u(f), 2] + vb)
@@ -229,12 +262,19 @@ def rasterize_kernel(verts, faces, batch, height, width, cull, bands,
 
 
 @njit(inline="always")
-def _fill_empty(p0, p1, zbuf, bary, depth, mask):
-    """Pixels [p0, p1) as the PyTorch path leaves uncovered ones."""
-    zbuf[p0:p1] = -1
-    mask[p0:p1] = False
-    depth[p0:p1] = 0.0
-    bary[p0:p1] = 0.0
+def _fill_empty(p0, p1, zbuf, bary, depth, mask, fragments):
+    """Pixels [p0, p1) as the PyTorch path leaves uncovered ones (only depth and mask
+    without ``fragments``). (Plain loops: a slice assignment makes an array view, whose
+    reference counting costs about as much as filling a short run.)"""
+    for p in range(p0, p1):
+        mask[_u(p)] = False
+        depth[_u(p)] = 0.0
+    if fragments:
+        for p in range(p0, p1):
+            zbuf[_u(p)] = -1
+            bary[_u(p), 0] = 0.0
+            bary[_u(p), 1] = 0.0
+            bary[_u(p), 2] = 0.0
 
 
 @njit(inline="always")
@@ -294,7 +334,8 @@ def _draw_faces(X, Y, verts, faces, num_faces, vb, img, r0, r1, height, width, c
             p = img + row * width + cmin + start
             band_row = _u(row - r0)
             if last[band_row] < 0:
-                zbuf[img + row * width:img + (row + 1) * width] = _EMPTY
+                for q in range(img + row * width, img + (row + 1) * width):
+                    zbuf[_u(q)] = _EMPTY
             first[band_row] = min(first[band_row], cmin + start)
             last[band_row] = max(last[band_row], cmin + stop)
             for off in range(stop - start + 1):
@@ -340,10 +381,12 @@ def scratch(name: str, shape, dtype) -> torch.Tensor:
 
 
 def rasterize(verts_flat: torch.Tensor, faces: torch.Tensor, batch: int, height: int,
-              width: int, cull_backfaces: bool, scratch_name: str | None = None):
+              width: int, cull_backfaces: bool, scratch_name: str | None = None,
+              depth_only: bool = False):
     """(face_ids, bary, depth, mask) flat CPU tensors for validated inputs: ``verts_flat``
     (B*V, 3) floating point, ``faces`` (F, 3) int64 with indices in range; in this
-    thread's buffers ``scratch_name`` (:func:`scratch`) when given, else fresh."""
+    thread's buffers ``scratch_name`` (:func:`scratch`) when given, else fresh.
+    ``depth_only``: face_ids and bary are None (computed neither)."""
     if verts_flat.dtype not in (torch.float32, torch.float64):
         verts_flat = verts_flat.float()  # as the PyTorch path: x * 256 must not overflow
     verts = verts_flat.detach().contiguous().numpy()
@@ -353,55 +396,66 @@ def rasterize(verts_flat: torch.Tensor, faces: torch.Tensor, batch: int, height:
         new = lambda name, shape, dtype: torch.empty(shape, dtype=dtype)  # noqa: E731
     else:
         new = lambda name, shape, dtype: scratch(f"{scratch_name}.{name}", shape, dtype)  # noqa: E731
-    face_ids = new("face_ids", (pixels,), torch.int64)
-    bary = new("bary", (pixels, 3), torch.float32)
+    if depth_only:  # the z-buffer is this thread's: nothing handed out lives in it
+        face_ids = scratch("rasterize.zbuf", (pixels,), torch.int64)
+        bary = torch.empty(0, 3)
+    else:
+        face_ids = new("face_ids", (pixels,), torch.int64)
+        bary = new("bary", (pixels, 3), torch.float32)
     depth = new("depth", (pixels,), torch.float32)
     mask = new("mask", (pixels,), torch.bool)
     if pixels:
-        _use_torch_threads()
-        with _LOCK:
+        with launching():
             rasterize_kernel(verts, tris, batch, height, width, bool(cull_backfaces),
                              _bands(batch, height), face_ids.numpy(), bary.numpy(),
-                             depth.numpy(), mask.numpy())
+                             depth.numpy(), mask.numpy(), not depth_only)
+    if depth_only:
+        return None, None, depth, mask
     return face_ids, bary, depth, mask
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def interpolate_kernel(face_ids, bary, mask, faces, attrs, pixels_per_image, verts_per_image,
+def interpolate_kernel(face_ids, bary, mask, faces, attrs, height, width, verts_per_image,
                        out):
     """``out[p] = sum_i attrs[corner_i] * bary[p, i]`` at covered pixels (0 elsewhere), with
     the PyTorch path's rounding: each product in the attributes' dtype, summed in corner
-    order. ``verts_per_image`` is 0 when the attributes are shared by the batch."""
+    order. Flat (B*H*W) fragments (``bary`` B*H*W*3), ``attrs`` (N, C), ``out`` (B*H*W*C);
+    ``verts_per_image`` is 0 when the attributes are shared by the batch. Row by row, so
+    that the image's first vertex is found once per row, not divided out per pixel."""
     channels = attrs.shape[1]
-    for p in prange(face_ids.shape[0]):
-        if not mask[p]:
+    values = attrs.reshape(-1)
+    for row in prange(face_ids.shape[0] // width if width else 0):
+        base = (row // height) * verts_per_image * channels
+        p0 = row * width
+        for q in range(p0 * channels, (p0 + width) * channels):
+            out[_u(q)] = 0
+        for p in range(p0, p0 + width):
+            if not mask[_u(p)]:
+                continue
+            f = _u(face_ids[_u(p)])
+            v0 = _u(faces[f, 0] * channels + base)
+            v1 = _u(faces[f, 1] * channels + base)
+            v2 = _u(faces[f, 2] * channels + base)
+            w0 = attrs.dtype.type(bary[_u(3 * p)])
+            w1 = attrs.dtype.type(bary[_u(3 * p + 1)])
+            w2 = attrs.dtype.type(bary[_u(3 * p + 2)])
+            q = _u(p * channels)
             for k in range(channels):
-                out[p, k] = 0
-            continue
-        f = face_ids[p]
-        base = (p // pixels_per_image) * verts_per_image
-        v0 = faces[f, 0] + base
-        v1 = faces[f, 1] + base
-        v2 = faces[f, 2] + base
-        w0 = attrs.dtype.type(bary[p, 0])
-        w1 = attrs.dtype.type(bary[p, 1])
-        w2 = attrs.dtype.type(bary[p, 2])
-        for k in range(channels):
-            val = attrs[v0, k] * w0
-            val += attrs[v1, k] * w1
-            val += attrs[v2, k] * w2
-            out[p, k] = val
+                val = values[v0 + _u(k)] * w0
+                val += values[v1 + _u(k)] * w1
+                val += values[v2 + _u(k)] * w2
+                out[q + _u(k)] = val
 
 
-def interpolate(face_ids, bary, mask, faces, attrs, pixels_per_image, verts_per_image):
-    """(P, C) interpolated attributes of flat fragments (CPU tensors; ``attrs`` (N, C) float32
-    or float64, ``faces`` int64 in range)."""
+def interpolate(face_ids, bary, mask, faces, attrs, height, width, verts_per_image):
+    """(P, C) interpolated attributes of flat fragments of (B, height, width) images (CPU
+    tensors; ``attrs`` (N, C) float32 or float64, ``faces`` int64 in range)."""
     out = torch.empty(face_ids.shape[0], attrs.shape[1], dtype=attrs.dtype)
     if out.numel():
-        _use_torch_threads()
-        with _LOCK:
-            interpolate_kernel(face_ids.contiguous().numpy(), bary.contiguous().numpy(),
+        with launching():
+            interpolate_kernel(face_ids.contiguous().numpy(),
+                               bary.contiguous().view(-1).numpy(),
                                mask.contiguous().numpy(), faces.contiguous().numpy(),
-                               attrs.detach().contiguous().numpy(), pixels_per_image,
-                               verts_per_image, out.numpy())
+                               attrs.detach().contiguous().numpy(), height, width,
+                               verts_per_image, out.view(-1).numpy())
     return out

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from face3d.pose import euler_to_matrix
 from render import rasterizer, whole_image
-from render.rasterizer import Fragments, rasterize
+from render.rasterizer import Fragments, rasterize, rasterize_depth
 from render.settings import RenderSettings
 
 
@@ -301,15 +301,19 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
         raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
+    tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
+    if _fused(src_image, src_vertices):
+        # The compiled pass needs only the source view's depth and coverage.
+        dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
+        src = ((src_fragments.depth, src_fragments.mask) if src_fragments is not None
+               else rasterize_depth(src_vertices, tri, H, W))
+        return _render_fused(src_image, src_vertices, dst_vertices, mesh, src, dst, tol,
+                             per_vertex, symmetric_fill, _scratch)
     if dst_fragments is None and src_fragments is None:
         dst, src = rasterize_views(tri, H, W, dst_vertices, src_vertices)
     else:
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
         src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
-    tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
-    if _fused(src_image, src_vertices, dst):
-        return _render_fused(src_image, src_vertices, dst_vertices, mesh, src, dst, tol,
-                             per_vertex, symmetric_fill, _scratch)
     still = None if mesh.still_faces is None else (
         dst.mask & mesh.still_faces[dst.face_ids.clamp_min(0)])
     moving = dst if still is None else Fragments(dst.face_ids, dst.bary, dst.depth,
@@ -358,22 +362,22 @@ def _zeros_like(tensor):
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
-def _fused(src_image, src_vertices, dst: Fragments) -> bool:
+def _fused(src_image, src_vertices) -> bool:
     """Whether ``render_textured`` runs the compiled per-pixel kernel
     (render/texture_numba.py): with the numba rasteriser strategy, on float32 CPU inputs."""
-    if rasterizer.default_strategy(dst.face_ids.device) != "numba":
+    if rasterizer.default_strategy(src_vertices.device) != "numba":
         return False
     from render import texture_numba
 
     return texture_numba.supported(src_image, src_vertices)
 
 
-def _render_fused(src_image, src_vertices, dst_vertices, mesh: FaceMesh, src: Fragments,
+def _render_fused(src_image, src_vertices, dst_vertices, mesh: FaceMesh, src,
                   dst: Fragments, tol, per_vertex: bool, symmetric_fill: bool,
                   scratch: str | None = None) -> Rendered:
     """``render_textured``'s per-pixel work in one compiled pass, with the stretched mask
     of a whole-image mesh on the way; the same results as the PyTorch path (see
-    render/texture_numba.py for how exactly)."""
+    render/texture_numba.py for how exactly). ``src``: the source view's (depth, mask)."""
     from render import texture_numba
 
     colours = None
@@ -381,12 +385,12 @@ def _render_fused(src_image, src_vertices, dst_vertices, mesh: FaceMesh, src: Fr
         colours = _sample(src_image, src_vertices[:, None, :, :2])[:, :, 0].transpose(1, 2)
     whole = mesh.face_triangles < len(mesh.triangles)
     out = texture_numba.texture_view(
-        dst, src, mesh.triangles, src_vertices, src_image, tol, still=mesh.still_faces,
+        dst, *src, mesh.triangles, src_vertices, src_image, tol, still=mesh.still_faces,
         mirror=mesh.mirror if symmetric_fill else None, vertex_colours=colours,
         dst_vertices=dst_vertices if whole else None,
         stretch_factor=whole_image.STRETCH_FACTOR, scratch=scratch)
     return Rendered(out["image"], out["coverage"], out["hidden"], out["filled"], dst,
-                    out["outside"], out["stretched"] if whole else None)
+                    out["outside"], out["stretched"])
 
 
 def _tolerance(src_vertices, mesh: FaceMesh):

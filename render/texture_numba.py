@@ -30,8 +30,8 @@ False; none seen), colours differ by at most ``colour_tolerance(H, W)`` (6e-5 at
 one rounding of the texture coordinate times the steepest step of a [-1, 1] image);
 the tests check whichever holds.
 
-Threads and the lock are rasterizer_numba's (its ``workqueue`` threading layer may not be
-entered by two threads at once); compiled code is cached on disk (``cache=True``).
+Threads and the threading layer are rasterizer_numba's (``launching``); compiled code is
+cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from render.rasterizer_numba import _LOCK, _u, _use_torch_threads
+from render.rasterizer_numba import _u, launching
 from render.rasterizer_numba import scratch as _scratch
 
 _INT64_MIN = -(1 << 63)
@@ -180,11 +180,11 @@ def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src
     ``out_filled``, ``out_outside``, ``out_stretched``, ``out_coverage`` (the target
     fragments' mask as 0/1) for one textured render; see
     :func:`texture_view`. Every array is flat (C order): the target fragments (B*H*W,
-    ``dst_bary`` B*H*W*3), the source fragments' mask and depth (B*H*W), ``verts`` and
+    ``dst_bary`` B*H*W*3), the source view's mask and depth (B*H*W), ``verts`` and
     ``dst_verts`` (B*V*3), ``image`` (B*C*H*W), ``vertex_colours`` (B*V*C), so that each
     lookup is one add away from its image's base. ``still`` (F,) bool or empty, ``mirror``
     (V,) int64 or empty (no symmetric fill), ``vertex_colours`` empty (per-pixel texture),
-    ``dst_verts`` empty (no stretched mask)."""
+    ``dst_verts`` empty (no stretched mask: ``out_stretched`` is not touched)."""
     num_verts = verts.shape[0] // (3 * batch) if batch else 0
     pixels = height * width
     num_faces = faces.shape[0]
@@ -207,14 +207,20 @@ def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src
         cbase = base * channels  # and in the (B*C*H*W) ones
         p0 = row * width  # the row's first pixel (flat, over the batch)
         q0 = cbase + (p0 - base)  # ... in the image's first channel
-        # the row's outputs start at 0 (filled at memory speed); covered pixels set theirs
-        out_hidden[p0:p0 + width] = 0.0
-        out_filled[p0:p0 + width] = 0.0
-        out_outside[p0:p0 + width] = 0.0
-        out_stretched[p0:p0 + width] = 0.0
-        out_coverage[p0:p0 + width] = 0.0
+        # the row's outputs start at 0 (filled at memory speed); covered pixels set theirs.
+        # (Plain loops: slice assignments make array views, whose reference counting
+        # cost more than the fill.)
+        for i in range(p0, p0 + width):
+            out_hidden[_u(i)] = 0.0
+            out_filled[_u(i)] = 0.0
+            out_outside[_u(i)] = 0.0
+            out_coverage[_u(i)] = 0.0
+        if stretch:
+            for i in range(p0, p0 + width):
+                out_stretched[_u(i)] = 0.0
         for k in range(channels):
-            out_image[q0 + k * pixels:q0 + k * pixels + width] = 0.0
+            for i in range(q0 + k * pixels, q0 + k * pixels + width):
+                out_image[_u(i)] = 0.0
         # (indices known >= 0 as unsigned, _u: no negative-index fix-up per access)
         for pix in range(p0, p0 + width):
             p = _u(pix)
@@ -245,7 +251,8 @@ def texture_kernel(dst_ids, dst_bary, dst_mask, faces, still, mirror, verts, src
                 out_hidden[p] = 1.0
             if outside:
                 out_outside[p] = 1.0
-                out_stretched[p] = 1.0
+                if stretch:
+                    out_stretched[p] = 1.0
             filled = False
             tx = ty = np.float32(0.0)
             if fill and hidden:
@@ -387,8 +394,7 @@ def erode(mask: torch.Tensor, kernel: int) -> torch.Tensor:
     H, W = mask.shape[-2:]
     out = torch.empty(mask.shape, dtype=mask.dtype)
     if out.numel():
-        _use_torch_threads()
-        with _LOCK:
+        with launching():
             erode_kernel(mask.detach().reshape(-1).contiguous().numpy(), out.numel() // (H * W),
                          H, W,
                          (kernel | 1) // 2, out.view(-1).numpy())
@@ -401,8 +407,7 @@ def face_mask(fragments, face_triangles: int, kernel: int, dtype) -> torch.Tenso
     B, H, W = fragments.face_ids.shape
     out = torch.empty(B, 1, H, W, dtype=dtype)
     if out.numel():
-        _use_torch_threads()
-        with _LOCK:
+        with launching():
             face_mask_kernel(fragments.face_ids.reshape(-1).contiguous().numpy(),
                              fragments.mask.reshape(-1).contiguous().numpy(),
                              int(face_triangles), B, H, W,
@@ -467,8 +472,7 @@ def _composite(image, mask, background, fused):
     B, C, H, W = image.shape
     out = torch.empty(B, C, H, W, dtype=torch.float32)
     if out.numel():
-        _use_torch_threads()
-        with _LOCK:
+        with launching():
             composite_kernel(image.reshape(-1).contiguous().numpy(),
                              mask.reshape(-1).contiguous().numpy(),
                              background.reshape(-1).contiguous().numpy(), B, C, H * W,
@@ -533,13 +537,14 @@ def supported(image: torch.Tensor, src_vertices: torch.Tensor) -> bool:
             and not image.requires_grad and not src_vertices.requires_grad)
 
 
-def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirror=None,
-                 vertex_colours=None, dst_vertices=None, stretch_factor=2.0,
+def texture_view(dst, src_depth, src_mask, faces, src_vertices, src_image, tol, still=None,
+                 mirror=None, vertex_colours=None, dst_vertices=None, stretch_factor=2.0,
                  scratch: str | None = None) -> dict:
     """The target view's fragments ``dst`` textured from ``src_image`` (B, C, H, W) float32,
-    whose view of the same mesh is ``src_vertices`` (B, V, 3) float32 with fragments
-    ``src``. Returns float32 image (B, C, H, W) and hidden, filled, outside, stretched,
-    coverage (``dst.mask`` as 0/1) (B, 1, H, W).
+    whose view of the same mesh is ``src_vertices`` (B, V, 3) float32, with depth and
+    coverage ``src_depth``, ``src_mask`` (B, H, W) (``rasterizer.rasterize_depth``, or
+    fragments' fields). Returns float32 image (B, C, H, W) and hidden, filled, outside,
+    stretched (None without ``dst_vertices``), coverage (``dst.mask`` as 0/1) (B, 1, H, W).
 
     ``faces`` (F, 3) int64 in range; ``tol`` (B,) the z-test slack; ``still`` (F,) bool:
     triangles whose pixels are copied from ``src_image`` (None: none); ``mirror`` (V,) the
@@ -547,7 +552,7 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
     ``vertex_colours`` (B, V, C): interpolate these instead of sampling per pixel;
     ``dst_vertices`` (B, V, 3): the target view's vertices, for the stretched mask (pixels
     of triangles whose screen area grew more than ``stretch_factor`` times from the source
-    view, or whose surface lies outside the source image; None: all 0).
+    view, or whose surface lies outside the source image).
     Uncovered pixels are 0 everywhere; copied ones have hidden, filled and outside 0.
     ``scratch``: image and outside go to this thread's reusable buffers of that name
     (``rasterizer_numba.scratch``: for a caller that hands neither out).
@@ -560,7 +565,9 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
         image = _scratch(f"{scratch}.image", (B, C, H, W), torch.float32)
         outside = _scratch(f"{scratch}.outside", (B, 1, H, W), torch.float32)
     plane = lambda: torch.empty(B, 1, H, W, dtype=torch.float32)  # noqa: E731
-    masks = (plane(), plane(), outside, plane(), plane())
+    stretched = None if dst_vertices is None else plane()
+    masks = (plane(), plane(), outside, torch.empty(0) if stretched is None else stretched,
+             plane())
     if image.numel():
         flat = lambda t: t.detach().reshape(-1).contiguous().numpy()  # noqa: E731
         colours = (np.zeros(0, np.float32) if vertex_colours is None
@@ -570,16 +577,15 @@ def texture_view(dst, src, faces, src_vertices, src_image, tol, still=None, mirr
                 np.zeros(0, np.bool_) if still is None else still.contiguous().numpy(),
                 (np.zeros(0, np.int64) if mirror is None
                  else mirror.to(torch.int64).contiguous().numpy()),
-                flat(src_vertices), flat(src.mask), flat(src.depth), flat(tol.float()),
+                flat(src_vertices), flat(src_mask), flat(src_depth), flat(tol.float()),
                 flat(src_image), colours, grid_sample_fuses(),
                 np.zeros(0, np.float32) if dst_vertices is None else flat(dst_vertices.float()),
                 float(stretch_factor), B, C, H, W, image.view(-1).numpy(),
                 *(m.view(-1).numpy() for m in masks))
-        _use_torch_threads()
-        with _LOCK:
+        with launching():
             texture_kernel(*args)
     else:
         for m in masks:
             m.zero_()
     return dict(image=image, hidden=masks[0], filled=masks[1], outside=masks[2],
-                stretched=masks[3], coverage=masks[4])
+                stretched=stretched, coverage=masks[4])

@@ -8,6 +8,7 @@ the compiled CPU kernel), selected through ``default_strategy``, except those ma
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,14 @@ import pytest
 import torch
 
 from render import rasterizer
-from render.rasterizer import STRATEGIES, Fragments, SizingPlan, interpolate, rasterize
+from render.rasterizer import (
+    STRATEGIES,
+    Fragments,
+    SizingPlan,
+    interpolate,
+    rasterize,
+    rasterize_depth,
+)
 from util.op_count import OpCounter
 
 FIELDS = ("face_ids", "bary", "depth", "mask")
@@ -695,6 +703,11 @@ def assert_numba_matches_torch(verts, faces, height, width, attrs=None, **kw):
     torch_path = rasterize(verts, faces, height, width, strategy="compact", **kw)
     compiled = rasterize(verts, faces, height, width, strategy="numba", **kw)
     assert_same_fragments(torch_path, compiled)
+    # the depth-only kernel (the source view of a textured render) gives the same two
+    depth, mask = rasterize_depth(verts, faces, height, width, strategy="numba",
+                                  cull_backfaces=kw.get("cull_backfaces", False))
+    assert torch.equal(mask, torch_path.mask)
+    assert torch.equal(depth.view(torch.int32), torch_path.depth.view(torch.int32))
     if attrs is not None:
         assert torch.equal(interpolate(torch_path, faces, attrs, strategy="compact"),
                            interpolate(torch_path, faces, attrs, strategy="numba"))
@@ -816,6 +829,19 @@ def test_numba_edge_cases_give_the_torch_paths_results():
     assert_numba_matches_torch(verts.requires_grad_(True), faces.int(), 16, 16)
 
 
+def test_rasterize_depth_checks_its_input_as_rasterize_does(strategy):
+    """Bad input to rasterize_depth gets rasterize's one-line errors, whatever the strategy;
+    an empty mesh covers nothing."""
+    verts, faces = torch.rand(1, 5, 3) * 8, torch.tensor([[0, 1, 9]])
+    with pytest.raises(ValueError, match="faces index out of range"):
+        rasterize_depth(verts, faces, 8, 8)
+    with pytest.raises(ValueError, match=r"vertices must have shape \(B, V, 3\)"):
+        rasterize_depth(verts[..., :2], faces, 8, 8)
+    depth, mask = rasterize_depth(verts, faces[:0], 8, 6)
+    assert depth.shape == mask.shape == (1, 8, 6)
+    assert not mask.any() and not depth.any()
+
+
 @needs_numba
 @strategies_given
 @pytest.mark.parametrize("batch", [1, 3])
@@ -837,10 +863,14 @@ def test_numba_tiles_and_threads_do_not_change_the_result(batch):
         out = [torch.empty(batch * height * width, dtype=torch.int64),
                torch.empty(batch * height * width, 3), torch.empty(batch * height * width),
                torch.empty(batch * height * width, dtype=torch.bool)]
-        rasterizer_numba.rasterize_kernel(v, faces.numpy(), batch, height, width, False, bands,
-                                          *(t.numpy() for t in out))
-        got = Fragments(*(t.view(batch, height, width, -1).squeeze(-1) for t in out))
-        assert_same_fragments(expected, got)
+        for fragments in (True, False):  # False: depth and mask only (rasterize_depth)
+            rasterizer_numba.rasterize_kernel(v, faces.numpy(), batch, height, width, False,
+                                              bands, *(t.numpy() for t in out), fragments)
+            got = Fragments(*(t.view(batch, height, width, -1).squeeze(-1) for t in out))
+            if fragments:
+                assert_same_fragments(expected, got)
+            assert torch.equal(got.mask, expected.mask)
+            assert torch.equal(got.depth.view(torch.int32), expected.depth.view(torch.int32))
 
 
 def _rasterize_sloped(seed, threads=None):
@@ -867,30 +897,64 @@ def test_numba_kernel_runs_in_forked_children():
 
 @needs_numba
 @strategies_given
-def test_numba_kernel_is_safe_from_several_threads():
-    """Renders from several Python threads at once (numba's workqueue layer aborts the
-    process on concurrent entry unless calls are serialised): in a subprocess, so that a
+@pytest.mark.parametrize("layer", [None, "workqueue"])
+def test_numba_kernel_is_safe_from_several_threads(layer):
+    """Renders from several Python threads at once, with the default threading layer (tbb,
+    installed with the requirements) and with numba's built-in workqueue, which aborts the
+    process on concurrent entry unless calls are serialised: in a subprocess, so that a
     regression fails this test instead of killing the test run."""
     script = textwrap.dedent("""
         import threading, torch
-        from render.rasterizer import rasterize
+        from render import rasterizer_numba
+        from render.rasterizer import rasterize, rasterize_depth
         verts = torch.rand(4, 200, 3) * 64
         faces = torch.randint(0, 200, (400, 3))
-        expected = rasterize(verts, faces, 64, 64, strategy="compact").face_ids
+        expected = rasterize(verts, faces, 64, 64, strategy="compact")
         bad = []
         def work():
             for _ in range(30):
                 got = rasterize(verts, faces, 64, 64, strategy="numba").face_ids
-                bad.append(not torch.equal(got, expected))
+                depth, mask = rasterize_depth(verts, faces, 64, 64, strategy="numba")
+                bad.append(not (torch.equal(got, expected.face_ids)
+                                and torch.equal(depth, expected.depth)
+                                and torch.equal(mask, expected.mask)))
         threads = [threading.Thread(target=work) for _ in range(3)]
         [t.start() for t in threads]
         [t.join() for t in threads]
-        print("mismatches", sum(bad), "of", len(bad))
+        print("mismatches", sum(bad), "of", len(bad), "layer", rasterizer_numba.threading_layer())
     """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, cwd=str(rasterizer.__file__).rsplit("/render/", 1)[0])
+                         timeout=120, env=env,
+                         cwd=str(rasterizer.__file__).rsplit("/render/", 1)[0])
     assert run.returncode == 0, run.stderr[-2000:]
     assert "mismatches 0 of 90" in run.stdout
+    assert f"layer {layer or _default_layer()}" in run.stdout
+
+
+def _default_layer():
+    """The layer numba picks by default here: tbb where its library loads (the requirements
+    install it), else workqueue; never GNU OpenMP, which kills forked DataLoader workers."""
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+    except ImportError:
+        return "workqueue"
+    return "tbb"
+
+
+@needs_numba
+def test_default_threading_layer_is_fork_safe():
+    """The requirements' tbb is what the kernels run on (a parallel loop starts in
+    microseconds, against about 0.1 ms with workqueue); GNU OpenMP never."""
+    from render import rasterizer_numba
+
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        pytest.skip("NUMBA_THREADING_LAYER chooses the layer in this run")
+    rasterize(*sloped_mesh(3)[:2], 32, 32, strategy="numba")
+    assert rasterizer_numba.threading_layer() == _default_layer()
+    assert rasterizer_numba.threading_layer() != "omp"
 
 
 @strategies_given
