@@ -669,11 +669,13 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
 
 @torch.no_grad()
 def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-                    cull_backfaces: bool = False, strategy: str | None = None):
+                    cull_backfaces: bool = False, strategy: str | None = None, *,
+                    _scratch: str | None = None):
     """(depth, mask) of :func:`rasterize` (the same arguments and the same values), without
     the face ids and barycentrics: what a visibility test needs. With the numba strategy
     those are never computed (about a third of the work, and most of the memory written);
-    other strategies rasterise in full and return the two."""
+    other strategies rasterise in full and return the two. ``_scratch``: as
+    :func:`rasterize`'s (the numba strategy only)."""
     vertices, faces, height, width, _ = _validate(vertices, faces, height, width, None)
     strategy = _check_strategy("rasterize_depth", strategy, vertices.device)
     if strategy != "numba":
@@ -682,7 +684,7 @@ def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, wi
     batch, num_verts = vertices.shape[:2]
     _, _, depth, mask = _numba_module().rasterize(
         vertices.reshape(batch * num_verts, 3), faces, batch, height, width, cull_backfaces,
-        depth_only=True)
+        _scratch, depth_only=True)
     shape = (batch, height, width)
     return depth.view(shape), mask.view(shape)
 

@@ -303,10 +303,11 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
         raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
     tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
     if _fused(src_image, src_vertices):
-        # The compiled pass needs only the source view's depth and coverage.
+        # The compiled pass needs only the source view's depth and coverage, which never
+        # leave this call: this thread's reusable buffers (no fresh pages per call).
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
         src = ((src_fragments.depth, src_fragments.mask) if src_fragments is not None
-               else rasterize_depth(src_vertices, tri, H, W))
+               else rasterize_depth(src_vertices, tri, H, W, _scratch="render_textured.src"))
         return _render_fused(src_image, src_vertices, dst_vertices, mesh, src, dst, tol,
                              per_vertex, symmetric_fill, _scratch)
     if dst_fragments is None and src_fragments is None:
