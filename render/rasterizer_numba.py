@@ -29,6 +29,8 @@ seconds, later processes load it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.metadata
 import math
 import os
 import threading
@@ -40,6 +42,33 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+# The tbb wheel's library by the name numba asks the dynamic loader for (per platform).
+_TBB_LIBRARIES = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+
+
+def preload_tbb() -> str | None:
+    """Load the tbb wheel's library by its full path; returns the path, or None where the
+    wheel is not installed or its library does not load. pip puts it in <prefix>/lib,
+    which the loader does not search for a venv's Python (numba's tbb layer then silently
+    falls back to workqueue; numba issue 6108); numba finds it by name once it is loaded.
+    This also wins over an older system libtbb that numba would find and reject."""
+    try:
+        files = importlib.metadata.files("tbb") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for name in _TBB_LIBRARIES:
+        for file in files:
+            if file.name == name:
+                path = str(file.locate())
+                try:
+                    ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+                except OSError:
+                    return None
+                return path
+    return None
+
+
+preload_tbb()  # (for NUMBA_THREADING_LAYER=tbb too)
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # tbb where it loads (the tbb package), else workqueue; never GNU OpenMP, which kills
     # forked children (DataLoader workers). tbb starts a parallel loop in ~2 us, workqueue

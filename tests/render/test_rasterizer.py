@@ -935,11 +935,14 @@ def test_numba_kernel_is_safe_from_several_threads(layer):
 
 
 def _default_layer():
-    """The layer numba picks by default here: tbb where its library loads (the requirements
-    install it), else workqueue; never GNU OpenMP, which kills forked DataLoader workers."""
+    """The layer numba should pick by default: tbb wherever the tbb package is installed (the
+    requirements install it; rasterizer_numba loads its library, which the loader does not
+    find from a venv), else workqueue; never GNU OpenMP, which kills forked workers."""
+    import importlib.metadata
+
     try:
-        from numba.np.ufunc import tbbpool  # noqa: F401
-    except ImportError:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
         return "workqueue"
     return "tbb"
 
@@ -955,6 +958,13 @@ def test_default_threading_layer_is_fork_safe():
     rasterize(*sloped_mesh(3)[:2], 32, 32, strategy="numba")
     assert rasterizer_numba.threading_layer() == _default_layer()
     assert rasterizer_numba.threading_layer() != "omp"
+    if _default_layer() == "tbb" and sys.platform.startswith("linux"):
+        # the package's own library, not one found elsewhere
+        path = rasterizer_numba.preload_tbb()
+        assert path is not None
+        with open("/proc/self/maps") as maps:
+            assert os.path.realpath(path) in {os.path.realpath(line.split()[-1])
+                                              for line in maps if "libtbb" in line}
 
 
 @strategies_given
