@@ -669,9 +669,10 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: i
 
 @torch.no_grad()
 def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-                    cull_backfaces: bool = False, strategy: str | None = None, *,
+                    cull_backfaces: bool = False, *, strategy: str | None = None,
                     _scratch: str | None = None):
-    """(depth, mask) of :func:`rasterize` (the same arguments and the same values), without
+    """(depth, mask) of :func:`rasterize` (its arguments but ``max_chunk_pixels``, and the
+    same values), without
     the face ids and barycentrics: what a visibility test needs. With the numba strategy
     those are never computed (about a third of the work, and most of the memory written);
     other strategies rasterise in full and return the two. ``_scratch``: as

@@ -14,14 +14,16 @@ or a band of its rows when there are fewer images than threads), each of which z
 its faces in index order into its own rows and then resolves those rows while they are still
 in cache. Tiles never share pixels, so there are no races, and the only temporaries are
 the snapped coordinates (two int32 per vertex) and two ints per row; ``max_chunk_pixels``
-has nothing to bound here. The z-buffer lives in the face-id output itself.
+has nothing to bound here. The z-buffer lives in the face-id output itself (for depth
+and mask alone, in this thread's scratch buffer).
 
 Threads follow ``torch.get_num_threads()``. numba's own default threading layer on Linux
 (GNU OpenMP) kills any process forked after it ran, which DataLoader workers are, so unless
 ``NUMBA_THREADING_LAYER`` says otherwise a fork-safe layer is used: ``tbb`` (installed with
-the requirements; thread-safe, and it starts a parallel loop in microseconds), else the
-built-in ``workqueue`` (about 0.1 ms per parallel loop, and it may not be entered by two
-threads at once, hence :func:`launching`'s lock). Compiled code is
+the requirements on Linux x86_64; thread-safe, and it starts a parallel loop in
+microseconds), else on Linux the built-in ``workqueue`` (about 0.1 ms per parallel loop,
+and it may not be entered by two threads at once, hence :func:`launching`'s lock; on macOS
+and Windows numba may pick its OpenMP layer, fork-safe there). Compiled code is
 cached on disk (``cache=True``): the first call in a fresh environment compiles for a few
 seconds, later processes load it.
 """
@@ -91,9 +93,9 @@ def threading_layer() -> str | None:
 
 @contextlib.contextmanager
 def launching():
-    """Around every kernel call: numba takes torch's thread count, and the workqueue layer,
-    which may not be entered by two threads at once, is entered by one (so is any layer
-    before the first launch, when it is not yet known)."""
+    """Around every kernel call: numba takes torch's thread count (which starts its
+    threading layer), and the workqueue layer, which may not be entered by two threads at
+    once, is entered by one (so is any layer not known to be thread-safe)."""
     _use_torch_threads()
     if threading_layer() in ("tbb", "omp"):
         yield

@@ -301,13 +301,13 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
         raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
-    tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
-    if _fused(src_image, src_vertices):
+    if isinstance(src_vertices, torch.Tensor) and _fused(src_image, src_vertices):
         # The compiled pass needs only the source view's depth and coverage, which never
         # leave this call: this thread's reusable buffers (no fresh pages per call).
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
         src = ((src_fragments.depth, src_fragments.mask) if src_fragments is not None
                else rasterize_depth(src_vertices, tri, H, W, _scratch="render_textured.src"))
+        tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
         return _render_fused(src_image, src_vertices, dst_vertices, mesh, src, dst, tol,
                              per_vertex, symmetric_fill, _scratch)
     if dst_fragments is None and src_fragments is None:
@@ -315,6 +315,7 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     else:
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
         src = src_fragments if src_fragments is not None else rasterize(src_vertices, tri, H, W)
+    tol = _tolerance(src_vertices, mesh) if tolerance is None else tolerance
     still = None if mesh.still_faces is None else (
         dst.mask & mesh.still_faces[dst.face_ids.clamp_min(0)])
     moving = dst if still is None else Fragments(dst.face_ids, dst.bary, dst.depth,

@@ -568,6 +568,8 @@ def texture_view(dst, src_depth, src_mask, faces, src_vertices, src_image, tol, 
     stretched = None if dst_vertices is None else plane()
     masks = (plane(), plane(), outside, torch.empty(0) if stretched is None else stretched,
              plane())
+    if stretched is not None and not dst_vertices.numel():
+        stretched.zero_()  # (the kernel takes empty vertices for "no stretched mask")
     if image.numel():
         flat = lambda t: t.detach().reshape(-1).contiguous().numpy()  # noqa: E731
         colours = (np.zeros(0, np.float32) if vertex_colours is None

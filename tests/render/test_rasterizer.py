@@ -524,6 +524,19 @@ def test_bad_input_raises_value_error(call, match):
         call(verts, faces)
 
 
+def test_rasterize_depth_checks_its_input_as_rasterize_does(strategy):
+    """Bad input to rasterize_depth gets rasterize's one-line errors, whatever the strategy;
+    an empty mesh covers nothing."""
+    verts, faces = torch.rand(1, 5, 3) * 8, torch.tensor([[0, 1, 9]])
+    with pytest.raises(ValueError, match="faces index out of range"):
+        rasterize_depth(verts, faces, 8, 8)
+    with pytest.raises(ValueError, match=r"vertices must have shape \(B, V, 3\)"):
+        rasterize_depth(verts[..., :2], faces, 8, 8)
+    depth, mask = rasterize_depth(verts, faces[:0], 8, 6)
+    assert depth.shape == mask.shape == (1, 8, 6)
+    assert not mask.any() and not depth.any()
+
+
 # ---------------------------------------------------------------------------------- device
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
@@ -829,19 +842,6 @@ def test_numba_edge_cases_give_the_torch_paths_results():
     assert_numba_matches_torch(verts.requires_grad_(True), faces.int(), 16, 16)
 
 
-def test_rasterize_depth_checks_its_input_as_rasterize_does(strategy):
-    """Bad input to rasterize_depth gets rasterize's one-line errors, whatever the strategy;
-    an empty mesh covers nothing."""
-    verts, faces = torch.rand(1, 5, 3) * 8, torch.tensor([[0, 1, 9]])
-    with pytest.raises(ValueError, match="faces index out of range"):
-        rasterize_depth(verts, faces, 8, 8)
-    with pytest.raises(ValueError, match=r"vertices must have shape \(B, V, 3\)"):
-        rasterize_depth(verts[..., :2], faces, 8, 8)
-    depth, mask = rasterize_depth(verts, faces[:0], 8, 6)
-    assert depth.shape == mask.shape == (1, 8, 6)
-    assert not mask.any() and not depth.any()
-
-
 @needs_numba
 @strategies_given
 @pytest.mark.parametrize("batch", [1, 3])
@@ -864,6 +864,10 @@ def test_numba_tiles_and_threads_do_not_change_the_result(batch):
                torch.empty(batch * height * width, 3), torch.empty(batch * height * width),
                torch.empty(batch * height * width, dtype=torch.bool)]
         for fragments in (True, False):  # False: depth and mask only (rasterize_depth)
+            if not fragments:  # what the first run left must not pass for this one's work
+                out[0].fill_(0)  # (key 0 would win every z-test of a row not reset)
+                out[2].fill_(float("nan"))
+                out[3].fill_(True)
             rasterizer_numba.rasterize_kernel(v, faces.numpy(), batch, height, width, False,
                                               bands, *(t.numpy() for t in out), fragments)
             got = Fragments(*(t.view(batch, height, width, -1).squeeze(-1) for t in out))
@@ -931,40 +935,51 @@ def test_numba_kernel_is_safe_from_several_threads(layer):
                          cwd=str(rasterizer.__file__).rsplit("/render/", 1)[0])
     assert run.returncode == 0, run.stderr[-2000:]
     assert "mismatches 0 of 90" in run.stdout
-    assert f"layer {layer or _default_layer()}" in run.stdout
+    used = run.stdout.split("layer ")[-1].strip()
+    assert used == layer if layer else used in _default_layers()
 
 
-def _default_layer():
-    """The layer numba should pick by default: tbb wherever the tbb package is installed (the
-    requirements install it; rasterizer_numba loads its library, which the loader does not
-    find from a venv), else workqueue; never GNU OpenMP, which kills forked workers."""
+def _tbb_library():
+    """The tbb package's own libtbb (found without loading it), or None."""
     import importlib.metadata
 
+    from render import rasterizer_numba
+
     try:
-        importlib.metadata.distribution("tbb")
+        files = importlib.metadata.files("tbb") or []
     except importlib.metadata.PackageNotFoundError:
-        return "workqueue"
-    return "tbb"
+        return None
+    paths = [f.locate() for f in files if f.name in rasterizer_numba._TBB_LIBRARIES]
+    return os.path.realpath(paths[0]) if paths else None
+
+
+def _default_layers():
+    """The layers numba may pick by default: tbb wherever the tbb package is installed (the
+    requirements install it on Linux x86_64; rasterizer_numba loads its library, which the
+    loader does not find from a venv); without it workqueue on Linux, where GNU OpenMP
+    kills forked workers, and omp (fork-safe there) or workqueue elsewhere."""
+    if _tbb_library() is not None:
+        return {"tbb"}
+    return {"workqueue"} if sys.platform.startswith("linux") else {"omp", "workqueue"}
 
 
 @needs_numba
+@strategies_given
 def test_default_threading_layer_is_fork_safe():
     """The requirements' tbb is what the kernels run on (a parallel loop starts in
-    microseconds, against about 0.1 ms with workqueue); GNU OpenMP never."""
+    microseconds, against about 0.1 ms with workqueue), from the package's own library;
+    GNU OpenMP never."""
     from render import rasterizer_numba
 
     if "NUMBA_THREADING_LAYER" in os.environ:
         pytest.skip("NUMBA_THREADING_LAYER chooses the layer in this run")
     rasterize(*sloped_mesh(3)[:2], 32, 32, strategy="numba")
-    assert rasterizer_numba.threading_layer() == _default_layer()
-    assert rasterizer_numba.threading_layer() != "omp"
-    if _default_layer() == "tbb" and sys.platform.startswith("linux"):
-        # the package's own library, not one found elsewhere
-        path = rasterizer_numba.preload_tbb()
-        assert path is not None
+    assert rasterizer_numba.threading_layer() in _default_layers()
+    if _tbb_library() is not None and sys.platform.startswith("linux"):
         with open("/proc/self/maps") as maps:
-            assert os.path.realpath(path) in {os.path.realpath(line.split()[-1])
-                                              for line in maps if "libtbb" in line}
+            mapped = {os.path.realpath(line.split()[-1]) for line in maps
+                      if "/libtbb.so" in line}
+        assert mapped == {_tbb_library()}
 
 
 @strategies_given
