@@ -672,11 +672,10 @@ def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, wi
                     cull_backfaces: bool = False, *, strategy: str | None = None,
                     _scratch: str | None = None):
     """(depth, mask) of :func:`rasterize` (its arguments but ``max_chunk_pixels``, and the
-    same values), without
-    the face ids and barycentrics: what a visibility test needs. With the numba strategy
-    those are never computed (about a third of the work, and most of the memory written);
-    other strategies rasterise in full and return the two. ``_scratch``: as
-    :func:`rasterize`'s (the numba strategy only)."""
+    same values), without the face ids and barycentrics: what a visibility test needs.
+    With the numba strategy those are never computed (about a third of the work, and most
+    of the memory written); other strategies rasterise in full and return the two.
+    ``_scratch``: as :func:`rasterize`'s (the numba strategy only)."""
     vertices, faces, height, width, _ = _validate(vertices, faces, height, width, None)
     strategy = _check_strategy("rasterize_depth", strategy, vertices.device)
     if strategy != "numba":

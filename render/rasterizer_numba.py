@@ -48,26 +48,30 @@ from numba.extending import intrinsic
 _TBB_LIBRARIES = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
 
 
+def tbb_library() -> str | None:
+    """The full path of the tbb wheel's library (not loaded), or None without the wheel."""
+    try:
+        files = importlib.metadata.files("tbb") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    paths = [os.path.realpath(f.locate()) for f in files if f.name in _TBB_LIBRARIES]
+    return paths[0] if paths else None
+
+
 def preload_tbb() -> str | None:
     """Load the tbb wheel's library by its full path; returns the path, or None where the
     wheel is not installed or its library does not load. pip puts it in <prefix>/lib,
     which the loader does not search for a venv's Python (numba's tbb layer then silently
     falls back to workqueue; numba issue 6108); numba finds it by name once it is loaded.
     This also wins over an older system libtbb that numba would find and reject."""
-    try:
-        files = importlib.metadata.files("tbb") or []
-    except importlib.metadata.PackageNotFoundError:
+    path = tbb_library()
+    if path is None:
         return None
-    for name in _TBB_LIBRARIES:
-        for file in files:
-            if file.name == name:
-                path = str(file.locate())
-                try:
-                    ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-                except OSError:
-                    return None
-                return path
-    return None
+    try:
+        ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+    except OSError:
+        return None
+    return path
 
 
 preload_tbb()  # (for NUMBA_THREADING_LAYER=tbb too)

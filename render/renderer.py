@@ -301,7 +301,7 @@ def render_textured(src_image, src_vertices, dst_vertices, mesh: FaceMesh,
     tri = mesh.triangles
     if symmetric_fill and mesh.mirror is None:
         raise ValueError("symmetric_fill needs a mesh with a mirror pairing")
-    if isinstance(src_vertices, torch.Tensor) and _fused(src_image, src_vertices):
+    if _fused(src_image, src_vertices):
         # The compiled pass needs only the source view's depth and coverage, which never
         # leave this call: this thread's reusable buffers (no fresh pages per call).
         dst = dst_fragments if dst_fragments is not None else rasterize(dst_vertices, tri, H, W)
@@ -366,8 +366,11 @@ _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 def _fused(src_image, src_vertices) -> bool:
     """Whether ``render_textured`` runs the compiled per-pixel kernel
-    (render/texture_numba.py): with the numba rasteriser strategy, on float32 CPU inputs."""
-    if rasterizer.default_strategy(src_vertices.device) != "numba":
+    (render/texture_numba.py): with the numba rasteriser strategy, on float32 CPU inputs
+    (anything else, malformed input included, takes the PyTorch path, whose rasteriser
+    says what is wrong)."""
+    if (not isinstance(src_vertices, torch.Tensor)
+            or rasterizer.default_strategy(src_vertices.device) != "numba"):
         return False
     from render import texture_numba
 

@@ -939,26 +939,14 @@ def test_numba_kernel_is_safe_from_several_threads(layer):
     assert used == layer if layer else used in _default_layers()
 
 
-def _tbb_library():
-    """The tbb package's own libtbb (found without loading it), or None."""
-    import importlib.metadata
-
-    from render import rasterizer_numba
-
-    try:
-        files = importlib.metadata.files("tbb") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    paths = [f.locate() for f in files if f.name in rasterizer_numba._TBB_LIBRARIES]
-    return os.path.realpath(paths[0]) if paths else None
-
-
 def _default_layers():
     """The layers numba may pick by default: tbb wherever the tbb package is installed (the
     requirements install it on Linux x86_64; rasterizer_numba loads its library, which the
     loader does not find from a venv); without it workqueue on Linux, where GNU OpenMP
     kills forked workers, and omp (fork-safe there) or workqueue elsewhere."""
-    if _tbb_library() is not None:
+    from render import rasterizer_numba
+
+    if rasterizer_numba.tbb_library() is not None:
         return {"tbb"}
     return {"workqueue"} if sys.platform.startswith("linux") else {"omp", "workqueue"}
 
@@ -975,11 +963,11 @@ def test_default_threading_layer_is_fork_safe():
         pytest.skip("NUMBA_THREADING_LAYER chooses the layer in this run")
     rasterize(*sloped_mesh(3)[:2], 32, 32, strategy="numba")
     assert rasterizer_numba.threading_layer() in _default_layers()
-    if _tbb_library() is not None and sys.platform.startswith("linux"):
+    if rasterizer_numba.tbb_library() is not None and sys.platform.startswith("linux"):
         with open("/proc/self/maps") as maps:
             mapped = {os.path.realpath(line.split()[-1]) for line in maps
                       if "/libtbb.so" in line}
-        assert mapped == {_tbb_library()}
+        assert mapped == {rasterizer_numba.tbb_library()}
 
 
 @strategies_given
